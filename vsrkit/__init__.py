@@ -1,0 +1,95 @@
+"""vsrkit: training-loop components for PyTorch trainers.
+
+Every public name is importable from here and is loaded lazily, so ``import vsrkit`` (and
+``vsrkit --help``) stays fast and does not import torch.
+
+Example:
+    >>> import vsrkit
+    >>> vsrkit.__version__ != ""
+    True
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from vsrkit._version import __version__
+from vsrkit.errors import VsrkitError
+
+# public name -> module that defines it
+_LAZY: dict[str, str] = {
+    # checkpoint
+    "CheckpointManager": "vsrkit.checkpoint",
+    "CheckpointRecord": "vsrkit.checkpoint",
+    "parse_checkpoint_name": "vsrkit.checkpoint",
+    "format_checkpoint_name": "vsrkit.checkpoint",
+    "LatestN": "vsrkit.checkpoint",
+    "BestN": "vsrkit.checkpoint",
+    "EveryNSteps": "vsrkit.checkpoint",
+    "KeepTagged": "vsrkit.checkpoint",
+    "AnyOf": "vsrkit.checkpoint",
+    "StopSignal": "vsrkit.checkpoint",
+    # adaptive
+    "PlateauTracker": "vsrkit.adaptive",
+    "PlateauEvent": "vsrkit.adaptive",
+    "PlateauReason": "vsrkit.adaptive",
+    "LRBoostPolicy": "vsrkit.adaptive",
+    "apply_lr": "vsrkit.adaptive",
+    "AdaptiveLossWeights": "vsrkit.adaptive",
+    "GradClipAdapter": "vsrkit.adaptive",
+    "DynamicThreshold": "vsrkit.adaptive",
+    # config
+    "RuntimeConfigManager": "vsrkit.config",
+    # stats
+    "MetricsSnapshot": "vsrkit.stats",
+    "DeferredStatsWriter": "vsrkit.stats",
+    "TensorBoardLogger": "vsrkit.stats",
+    "load_statistics": "vsrkit.stats",
+}
+
+__all__ = ["VsrkitError", "__version__", *_LAZY]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from vsrkit.adaptive import (  # noqa: F401
+        AdaptiveLossWeights,
+        DynamicThreshold,
+        GradClipAdapter,
+        LRBoostPolicy,
+        PlateauEvent,
+        PlateauReason,
+        PlateauTracker,
+        apply_lr,
+    )
+    from vsrkit.checkpoint import (  # noqa: F401
+        AnyOf,
+        BestN,
+        CheckpointManager,
+        CheckpointRecord,
+        EveryNSteps,
+        KeepTagged,
+        LatestN,
+        StopSignal,
+        format_checkpoint_name,
+        parse_checkpoint_name,
+    )
+    from vsrkit.config import RuntimeConfigManager  # noqa: F401
+    from vsrkit.stats import (  # noqa: F401
+        DeferredStatsWriter,
+        MetricsSnapshot,
+        TensorBoardLogger,
+        load_statistics,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'vsrkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

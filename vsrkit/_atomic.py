@@ -1,0 +1,115 @@
+"""Atomic, durable file writes shared by every component that writes into a run folder.
+
+A reader never sees half a file and a crash never destroys the previous good copy: the data
+goes to a temporary file in the same folder, is flushed and fsynced, then ``os.replace``-d over
+the target, and the folder itself is fsynced so the rename survives a power cut.
+
+Example:
+    >>> import json, tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> atomic_write_json(d / "a.json", {"x": 1})
+    >>> json.loads((d / "a.json").read_text())
+    {'x': 1}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = [
+    "TEMP_PREFIX",
+    "atomic_open",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "fsync_dir",
+]
+
+#: Prefix of the temporary files; listings skip names that start with it.
+TEMP_PREFIX = ".tmp-"
+
+
+def fsync_dir(directory: str | os.PathLike[str]) -> None:
+    """Fsync a directory so a rename inside it is durable (a no-op where unsupported)."""
+    try:
+        fd = os.open(os.fspath(directory), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_open(
+    path: str | os.PathLike[str], mode: str = "wb", *, fsync: bool = True
+) -> Iterator[IO[Any]]:
+    """Open a temporary file beside ``path``; on success it replaces ``path`` atomically.
+
+    If the body raises, the temporary file is removed and ``path`` is left untouched.
+
+    Args:
+        path: Final location of the file.
+        mode: ``"wb"`` or ``"w"`` (text, UTF-8).
+        fsync: Flush to stable storage before the rename (and fsync the folder after it).
+
+    Yields:
+        The open temporary file.
+    """
+    if mode not in ("wb", "w"):
+        raise ValueError(f"atomic_open mode must be 'wb' or 'w', got {mode!r}")
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX + target.name + ".", dir=target.parent)
+    try:
+        kwargs: dict[str, Any] = {} if mode == "wb" else {"encoding": "utf-8", "newline": "\n"}
+        with os.fdopen(fd, mode, **kwargs) as fh:
+            yield fh
+            fh.flush()
+            if fsync:
+                os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    if fsync:
+        fsync_dir(target.parent)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, fsync: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_open(path, "wb", fsync=fsync) as fh:
+        fh.write(data)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, *, fsync: bool = True) -> None:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    with atomic_open(path, "w", fsync=fsync) as fh:
+        fh.write(text)
+
+
+def atomic_write_json(
+    path: str | os.PathLike[str],
+    obj: Any,
+    *,
+    indent: int = 2,
+    fsync: bool = True,
+    default: Callable[[Any], Any] | None = None,
+) -> None:
+    """Serialize ``obj`` as JSON (UTF-8, strict: no NaN/Infinity) and write it atomically.
+
+    Raises:
+        ValueError: If ``obj`` holds NaN or infinity (they are not JSON).
+        TypeError: If ``obj`` holds a value JSON cannot encode.
+    """
+    text = json.dumps(obj, indent=indent, ensure_ascii=False, allow_nan=False, default=default)
+    atomic_write_text(path, text + "\n", fsync=fsync)

@@ -1,0 +1,1 @@
+"""vsrkit.adaptive (under construction)."""

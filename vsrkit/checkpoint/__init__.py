@@ -1,0 +1,1 @@
+"""vsrkit.checkpoint (under construction)."""

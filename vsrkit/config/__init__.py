@@ -1,0 +1,1 @@
+"""vsrkit.config (under construction)."""

@@ -1,0 +1,1 @@
+"""vsrkit.monitor (under construction)."""

@@ -1,0 +1,1 @@
+"""vsrkit.stats (under construction)."""

@@ -1,0 +1,1 @@
+"""vsrkit.train (under construction)."""

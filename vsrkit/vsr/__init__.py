@@ -1,0 +1,1 @@
+"""vsrkit.vsr (under construction)."""
