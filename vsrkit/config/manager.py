@@ -1,0 +1,562 @@
+"""RuntimeConfigManager: settings that change while training runs, validated and logged.
+
+Thread/process-safety contract: every public method takes one lock, so ``submit`` may be
+called from any thread (web monitor, terminal menu) while the loop calls ``poll``. Only the
+main process (``is_main=True``) reads or writes files; under DDP the other ranks receive the
+same decisions through the ``broadcast`` function at the same step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vsrkit._atomic import atomic_write_bytes, atomic_write_json
+from vsrkit.config.schema import (
+    DOCUMENT,
+    RuntimeConfigError,
+    _fmt,
+    _normal,
+    _suggest,
+    describe_keys,
+    load_schema,
+    normalize_config,
+    parse_json_strict,
+    validate_config,
+)
+
+__all__ = [
+    "CHANGES_FILE",
+    "CONFIG_FILE",
+    "ConfigChange",
+    "RuntimeConfigManager",
+    "SubmitResult",
+    "read_changes",
+    "snapshot_name",
+]
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "runtime_config.json"
+CHANGES_FILE = "config_changes.jsonl"
+STATE_VERSION = 1
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` if it is strict JSON, else its ``repr`` (for rejected values in the log)."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return repr(value)
+    return value
+
+
+def snapshot_name(step: int) -> str:
+    """File name of the snapshot taken at ``step``: ``runtime_config_step_4000.json``."""
+    return f"runtime_config_step_{int(step)}.json"
+
+
+@dataclass(frozen=True)
+class ConfigChange:
+    """One accepted or rejected change of one key (a line of ``config_changes.jsonl``).
+
+    ``key`` is ``None`` when the whole document was unusable (not JSON, not an object).
+    ``step`` is ``None`` for a rejected ``submit`` made before the first ``poll``.
+
+    Example:
+        >>> c = ConfigChange(step=10, time=0.0, source="file", key="max_lr", old=1e-4,
+        ...                  new=2e-4, accepted=True, reason="")
+        >>> ConfigChange.from_dict(c.to_dict()) == c
+        True
+    """
+
+    step: int | None
+    time: float
+    source: str
+    key: str | None
+    old: Any
+    new: Any
+    accepted: bool
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form (the jsonl line)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ConfigChange:
+        """Inverse of :meth:`to_dict`; raises ``RuntimeConfigError`` naming a missing field."""
+        missing = [f for f in cls.__dataclass_fields__ if f not in data]
+        if missing:
+            raise RuntimeConfigError(f"config change record lacks field(s) {missing}: {data!r}")
+        return cls(**{f: data[f] for f in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    """What :meth:`RuntimeConfigManager.submit` decided.
+
+    Example:
+        >>> r = SubmitResult(accepted=False, errors={"max_lr": "got 5, expected ..."})
+        >>> r.accepted, list(r.errors)
+        (False, ['max_lr'])
+    """
+
+    accepted: bool
+    errors: dict[str, str] = field(default_factory=dict)
+    changes: list[ConfigChange] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form for a web API answer."""
+        return {
+            "accepted": self.accepted,
+            "errors": dict(self.errors),
+            "changes": [c.to_dict() for c in self.changes],
+        }
+
+
+def read_changes(run_dir: str | os.PathLike[str]) -> list[ConfigChange]:
+    """Read ``config_changes.jsonl`` of a run folder (missing file: empty list).
+
+    Raises:
+        RuntimeConfigError: Naming the file and line of a record that cannot be read.
+    """
+    path = Path(run_dir) / CHANGES_FILE
+    if not path.exists():
+        return []
+    out = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(ConfigChange.from_dict(json.loads(line)))
+        except (ValueError, TypeError, RuntimeConfigError) as exc:
+            raise RuntimeConfigError(f"{path}:{n}: unreadable change record ({exc})") from None
+    return out
+
+
+Broadcast = Callable[[Any], Any]
+
+
+class RuntimeConfigManager:
+    """Live-editable settings of one run: watched file, web/terminal submits, snapshots.
+
+    The manager decides, the loop acts: ``poll(step)`` returns the accepted
+    :class:`ConfigChange` list and the loop applies it (LR bounds, clip, weights) at that step;
+    the manager never touches an optimizer.
+
+    Args:
+        run_dir: The run folder (``runtime_config.json`` and ``config_changes.jsonl`` live here).
+        initial: The startup value of every key of the schema (live and startup-only).
+        poll_every: ``poll(step)`` does work only when ``step % poll_every == 0``.
+        broadcast: Under DDP, ``broadcast(obj_or_None) -> obj``: the main rank passes the
+            payload, the others pass ``None`` and receive it. Called once per poll step on
+            every rank. ``None`` for a single process.
+        is_main: Only the main rank reads and writes files.
+        schema: A runtime-config JSON Schema (default: the one shipped with vsrkit).
+        max_history: Changes kept in memory and in ``state_dict()`` (the jsonl keeps all).
+
+    Raises:
+        RuntimeConfigError: If ``initial`` is incomplete or invalid.
+
+    Example:
+        >>> import tempfile
+        >>> from vsrkit.config import example_settings
+        >>> mgr = RuntimeConfigManager(tempfile.mkdtemp(), initial=example_settings())
+        >>> mgr.submit({"plateau_patience": 350}).accepted
+        True
+        >>> [(c.key, c.old, c.new) for c in mgr.poll(10)]
+        [('plateau_patience', 250, 350)]
+    """
+
+    def __init__(
+        self,
+        run_dir: str | os.PathLike[str],
+        *,
+        initial: Mapping[str, Any],
+        poll_every: int = 10,
+        broadcast: Broadcast | None = None,
+        is_main: bool = True,
+        schema: Mapping[str, Any] | None = None,
+        max_history: int = 1000,
+    ) -> None:
+        if int(poll_every) < 1:
+            raise RuntimeConfigError(f"poll_every must be >= 1, got {poll_every!r}")
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / CONFIG_FILE
+        self.poll_every = int(poll_every)
+        self.is_main = bool(is_main)
+        self.max_history = int(max_history)
+        self._broadcast = broadcast
+        self._schema = dict(load_schema() if schema is None else schema)
+        self._specs = {s.name: s for s in describe_keys(self._schema)}
+        errors = validate_config(initial, schema=self._schema)
+        if errors:
+            raise RuntimeConfigError(
+                "initial runtime config is invalid: "
+                + "; ".join(f"{k}: {m}" for k, m in errors.items())
+            )
+        self._lock = threading.RLock()
+        self._current = normalize_config(initial, self._schema)  # in effect in the loop
+        self._latest = dict(self._current)  # current + accepted submits not yet polled
+        self._queue: list[ConfigChange] = []
+        self._history: list[ConfigChange] = []
+        self._last_step: int | None = None
+        self._sig: tuple[int, int, int] | None = None  # (mtime_ns, size, inode) last read
+        self._hash: str | None = None  # content hash last processed
+        self._pending_invalid: str | None = None  # hash of unparsable content seen once
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._open_live_file()
+
+    # ------------------------------------------------------------------ reading
+    @property
+    def current(self) -> dict[str, Any]:
+        """A copy of the settings in effect (what the loop has been handed by ``poll``)."""
+        with self._lock:
+            return dict(self._current)
+
+    @property
+    def latest(self) -> dict[str, Any]:
+        """A copy of ``current`` plus accepted submits that the next poll step will return."""
+        with self._lock:
+            return dict(self._latest)
+
+    @property
+    def changes(self) -> list[ConfigChange]:
+        """The change history (accepted and rejected), oldest first."""
+        with self._lock:
+            return list(self._history)
+
+    def get(self, key: str) -> Any:
+        """The value of ``key`` in effect; ``RuntimeConfigError`` for an unknown key."""
+        with self._lock:
+            if key not in self._current:
+                raise RuntimeConfigError(f"{key}: unknown key; known: {sorted(self._current)}")
+            return self._current[key]
+
+    # ------------------------------------------------------------------ changing
+    def submit(self, patch: Mapping[str, Any], *, source: str = "web") -> SubmitResult:
+        """Propose new values for some keys (web page, terminal menu); thread-safe.
+
+        The patch is merged into the latest settings and validated exactly like a file edit,
+        accepted or rejected whole. An accepted patch rewrites ``runtime_config.json``
+        atomically and is queued: the next ``poll`` step returns it, so the loop applies it
+        at a step boundary. A rejected patch is logged and recorded at once.
+        """
+        if not self.is_main:
+            raise RuntimeConfigError("submit() is only available on the main rank")
+        with self._lock:
+            if not isinstance(patch, Mapping):
+                errors = {DOCUMENT: f"expected a mapping of settings, got {type(patch).__name__}"}
+                self._record([self._doc_change(source, errors[DOCUMENT], self._last_step)])
+                return SubmitResult(accepted=False, errors=errors)
+            doc = {**self._latest, **{k: v for k, v in patch.items() if k in self._specs}}
+            errors = validate_config(doc, current=self._latest, schema=self._schema)
+            for key in patch:
+                if key not in self._specs:
+                    errors[str(key)] = "unknown key" + _suggest(str(key), list(self._specs))
+            changes = self._decide(patch, errors, source, self._last_step, keys=list(patch))
+            if errors:
+                self._record(changes)
+                return SubmitResult(accepted=False, errors=errors, changes=changes)
+            self._latest = normalize_config(doc, self._schema)
+            self._write_live_file(self._latest)
+            self._queue.extend(changes)
+            return SubmitResult(accepted=True, changes=changes)
+
+    def poll(self, step: int) -> list[ConfigChange]:
+        """At a poll step, return the accepted changes that take effect now (else ``[]``).
+
+        On the main rank: drains the submit queue, then checks ``runtime_config.json``
+        (mtime, size, then content hash). A file that is not valid JSON is "not ready yet"
+        and only reported when it is still the same at the next poll step. Every rank
+        returns the same list at the same step (via ``broadcast``).
+        """
+        step = int(step)
+        if step % self.poll_every != 0:
+            return []
+        with self._lock:
+            self._last_step = step
+            payload = None
+            if self.is_main:
+                changes = [self._stamp(c, step) for c in self._queue]
+                self._queue.clear()
+                changes += self._check_file(step, source="file")
+                payload = [c.to_dict() for c in changes]
+            return self._share_and_apply(payload)
+
+    def snapshot(self, step: int) -> Path:
+        """Write the settings in effect to ``runtime_config_step_<step>.json`` (main rank)."""
+        path = self.run_dir / snapshot_name(step)
+        with self._lock:
+            self._last_step = int(step)
+            if self.is_main:
+                atomic_write_json(path, self._current)
+        return path
+
+    def restore_snapshot(
+        self, step_or_path: int | str | os.PathLike[str], *, step: int
+    ) -> list[ConfigChange]:
+        """Resume: take the live settings of a snapshot, then any newer edit of the live file.
+
+        Call it after the optimizer and scheduler state are loaded, then apply ``current``
+        to them, so their ``load_state_dict`` cannot revert the settings. Startup-only keys
+        keep this run's ``initial`` values. A live file that differs from the snapshot
+        becomes a logged change at ``step``. A missing or unusable snapshot gives a warning
+        and the live file is used instead.
+
+        Returns:
+            The accepted changes (``source`` ``"snapshot"`` or ``"file"``), the same on
+            every rank.
+        """
+        step = int(step)
+        with self._lock:
+            self._last_step = step
+            payload = None
+            if self.is_main:
+                changes = self._from_snapshot(step_or_path, step)
+                self._hash = None  # force a fresh look at the live file
+                self._sig = None
+                self._pending_invalid = None
+                changes += self._check_file(step, source="file", base=self._after(changes))
+                payload = [c.to_dict() for c in changes]
+            accepted = self._share_and_apply(payload)
+            if self.is_main and self._file_settings() != self._current:
+                self._write_live_file(self._current)  # the file shows the settings in effect
+            return accepted
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-safe state: version, the settings in effect, the change history."""
+        with self._lock:
+            return {
+                "version": STATE_VERSION,
+                "config": dict(self._current),
+                "changes": [c.to_dict() for c in self._history],
+            }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore live settings and history; startup-only keys keep this run's values.
+
+        Raises:
+            RuntimeConfigError: For a wrong version or a config that fails validation.
+        """
+        if state.get("version") != STATE_VERSION:
+            raise RuntimeConfigError(
+                f"runtime config state: version must be {STATE_VERSION}, "
+                f"got {state.get('version')!r}"
+            )
+        for key in ("config", "changes"):
+            if key not in state:
+                raise RuntimeConfigError(f"runtime config state lacks key {key!r}")
+        with self._lock:
+            doc = self._with_startup(state["config"])
+            errors = validate_config(doc, schema=self._schema)
+            if errors:
+                raise RuntimeConfigError(
+                    "runtime config state: " + "; ".join(f"{k}: {m}" for k, m in errors.items())
+                )
+            self._current = normalize_config(doc, self._schema)
+            self._latest = dict(self._current)
+            self._queue.clear()
+            self._history = [ConfigChange.from_dict(c) for c in state["changes"]]
+            self._hash = None  # the live file is compared again at the next poll step
+            self._sig = None
+
+    # ------------------------------------------------------------------ internals
+    def _open_live_file(self) -> None:
+        if not self.path.exists():
+            self._write_live_file(self._current)
+            return
+        try:
+            doc = parse_json_strict(self.path.read_bytes())
+        except (ValueError, RuntimeConfigError, OSError) as exc:
+            logger.warning("%s is unusable (%s); it is checked again at each poll", self.path, exc)
+            return
+        if not isinstance(doc, dict):
+            return
+        moved = {
+            k: (doc[k], v)
+            for k, v in self._current.items()
+            if not self._specs[k].live and k in doc and doc[k] != v
+        }
+        if moved:  # a restart is where startup-only keys may change: take the new ones
+            for key, (old, new) in moved.items():
+                logger.info("%s: startup-only %s %s -> %s", self.path, key, _fmt(old), _fmt(new))
+            atomic_write_json(self.path, {**doc, **{k: n for k, (_, n) in moved.items()}})
+
+    def _write_live_file(self, settings: Mapping[str, Any]) -> None:
+        data = (json.dumps(settings, indent=2, allow_nan=False) + "\n").encode("utf-8")
+        atomic_write_bytes(self.path, data)
+        st = self.path.stat()
+        self._sig = (st.st_mtime_ns, st.st_size, st.st_ino)
+        self._hash = hashlib.sha256(data).hexdigest()
+        self._pending_invalid = None
+
+    def _with_startup(self, doc: Any) -> Any:
+        if not isinstance(doc, Mapping):
+            return doc
+        fixed = {k: v for k, v in self._current.items() if not self._specs[k].live}
+        return {**doc, **{k: v for k, v in fixed.items() if k in doc}}
+
+    def _after(self, changes: list[ConfigChange]) -> dict[str, Any]:
+        out = dict(self._latest)
+        out.update({c.key: c.new for c in changes if c.accepted and c.key is not None})
+        return out
+
+    def _check_file(
+        self, step: int, *, source: str, base: dict[str, Any] | None = None
+    ) -> list[ConfigChange]:
+        base = self._latest if base is None else base
+        try:
+            st = self.path.stat()
+            sig = (st.st_mtime_ns, st.st_size, st.st_ino)
+            if sig == self._sig and self._pending_invalid is None:
+                return []
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            if self._sig is not None:
+                logger.warning("%s was removed; keeping the running settings", self.path)
+                self._sig = None
+            return []
+        except OSError as exc:
+            logger.warning("cannot read %s (%s); keeping the running settings", self.path, exc)
+            return []
+        self._sig = sig
+        digest = hashlib.sha256(data).hexdigest()
+        if digest == self._hash:
+            self._pending_invalid = None
+            return []
+        try:
+            doc = parse_json_strict(data)
+        except RuntimeConfigError as exc:
+            self._hash = digest
+            return [self._doc_change(source, f"{self.path.name}: {exc}", step)]
+        except ValueError as exc:
+            if self._pending_invalid != digest:  # maybe half-written: look again next time
+                self._pending_invalid = digest
+                logger.debug("%s not ready yet (%s)", self.path, exc)
+                return []
+            self._pending_invalid = None
+            self._hash = digest
+            return [self._doc_change(source, f"{self.path.name} is not valid JSON: {exc}", step)]
+        self._pending_invalid = None
+        self._hash = digest
+        errors = validate_config(doc, current=base, schema=self._schema)
+        if DOCUMENT in errors:
+            return [self._doc_change(source, f"{self.path.name}: {errors[DOCUMENT]}", step)]
+        return self._decide(doc, errors, source, step, base=base)
+
+    def _decide(
+        self,
+        proposal: Mapping[Any, Any],
+        errors: Mapping[str, str],
+        source: str,
+        step: int | None,
+        *,
+        keys: list[Any] | None = None,
+        base: Mapping[str, Any] | None = None,
+    ) -> list[ConfigChange]:
+        """One ConfigChange per key that moves (or is blamed), accepted only if no errors."""
+        base = self._latest if base is None else base
+        if keys is None:
+            keys = list(proposal) + [k for k in errors if k not in proposal]
+        now = time.time()
+        blame = ", ".join(sorted(errors))
+        out = []
+        for raw in keys:
+            key = str(raw)
+            spec = self._specs.get(key)
+            new = proposal.get(raw)
+            old = base.get(key)
+            if key not in errors:
+                if spec is None:
+                    continue
+                new = _normal(spec, new)
+                if new == old:
+                    continue
+            if not errors:
+                reason = ""
+            else:
+                reason = errors.get(key, f"rejected with the rest of the proposal ({blame})")
+            out.append(
+                ConfigChange(step, now, source, key, old, _json_safe(new), not errors, reason)
+            )
+        return out
+
+    def _doc_change(self, source: str, reason: str, step: int | None) -> ConfigChange:
+        return ConfigChange(step, time.time(), source, None, None, None, False, reason)
+
+    @staticmethod
+    def _stamp(change: ConfigChange, step: int) -> ConfigChange:
+        data = change.to_dict()
+        data["step"] = step
+        return ConfigChange.from_dict(data)
+
+    def _from_snapshot(self, step_or_path: Any, step: int) -> list[ConfigChange]:
+        if isinstance(step_or_path, int):
+            path = self.run_dir / snapshot_name(step_or_path)
+        else:
+            path = Path(step_or_path)
+        try:
+            doc = parse_json_strict(path.read_bytes())
+        except FileNotFoundError:
+            logger.warning("no config snapshot %s; using the live %s", path, CONFIG_FILE)
+            return []
+        except (ValueError, OSError) as exc:
+            logger.warning("config snapshot %s is unusable (%s); using the live file", path, exc)
+            return [self._doc_change("snapshot", f"{path.name}: {exc}", step)]
+        errors = validate_config(self._with_startup(doc), schema=self._schema)
+        if errors:
+            reason = f"{path.name}: " + "; ".join(f"{k}: {m}" for k, m in errors.items())
+            logger.warning("config snapshot unusable: %s; using the live file", reason)
+            return [self._doc_change("snapshot", reason, step)]
+        return self._decide(self._with_startup(doc), {}, "snapshot", step)
+
+    def _share_and_apply(self, payload: list[dict[str, Any]] | None) -> list[ConfigChange]:
+        if self._broadcast is not None:
+            payload = self._broadcast(payload)
+        changes = [ConfigChange.from_dict(c) for c in payload or []]
+        for change in changes:
+            if change.accepted and change.key is not None:
+                self._current[change.key] = change.new
+        self._latest = dict(self._current)
+        self._record(changes)
+        return [c for c in changes if c.accepted]
+
+    def _file_settings(self) -> Any:
+        try:
+            return parse_json_strict(self.path.read_bytes())
+        except (ValueError, OSError, RuntimeConfigError):
+            return None
+
+    def _record(self, changes: list[ConfigChange]) -> None:
+        if not changes:
+            return
+        self._history.extend(changes)
+        del self._history[: max(0, len(self._history) - self.max_history)]
+        for c in changes if self.is_main else []:
+            if c.accepted:
+                logger.info("Config Update: %s %s -> %s", c.key, _fmt(c.old), _fmt(c.new))
+            elif c.key is None:
+                logger.warning("Config Rejected: %s", c.reason)
+            else:
+                logger.warning(
+                    "Config Rejected: %s %s -> %s (%s)", c.key, _fmt(c.old), _fmt(c.new), c.reason
+                )
+        if self.is_main:
+            path = self.run_dir / CHANGES_FILE
+            old = path.read_bytes() if path.exists() else b""
+            if old and not old.endswith(b"\n"):
+                old += b"\n"
+            lines = "".join(json.dumps(c.to_dict(), allow_nan=False) + "\n" for c in changes)
+            atomic_write_bytes(path, old + lines.encode("utf-8"))
