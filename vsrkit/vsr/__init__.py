@@ -1,1 +1,116 @@
-"""vsrkit.vsr (under construction)."""
+"""The reference VSR model, flow and warping, losses, metrics, datasets and layer activity.
+
+Names are loaded lazily: ``import vsrkit.vsr`` does not import torch; the first use of a
+model, loss, metric or dataset does.
+
+Example:
+    >>> from vsrkit.vsr import build_model, bicubic_upsample
+    >>> import torch
+    >>> lrs = torch.rand(1, 2, 3, 8, 8)
+    >>> bool(torch.equal(build_model("tiny")(lrs), bicubic_upsample(lrs)))
+    True
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# public name -> submodule of vsrkit.vsr that defines it
+_LAZY: dict[str, str] = {
+    # model and flow
+    "PRESETS": "model",
+    "ModelPreset": "model",
+    "BidirectionalRecurrentVSR": "model",
+    "ResidualBlock": "model",
+    "bicubic_upsample": "model",
+    "build_model": "model",
+    "SpyNet": "flow",
+    "flow_warp": "flow",
+    "FlowWeightsError": "flow",
+    # losses
+    "LOSS_NAMES": "losses",
+    "VSRLoss": "losses",
+    "RandomFeatures": "losses",
+    "VGGFeatures": "losses",
+    "PerceptualWeightsError": "losses",
+    "charbonnier": "losses",
+    "multiscale_charbonnier": "losses",
+    "sobel_gradient_loss": "losses",
+    # metrics
+    "QUALITY_FIELDS": "metrics",
+    "psnr": "metrics",
+    "ssim": "metrics",
+    "quality_metrics": "metrics",
+    # data
+    "DEGRADATIONS": "degrade",
+    "degrade": "degrade",
+    "quantize_8bit": "degrade",
+    "procedural_texture": "textures",
+    "SyntheticVideoDataset": "synthetic",
+    "REDSDataset": "folders",
+    "Vimeo90KDataset": "folders",
+    "DatasetLayoutError": "folders",
+    "REDS4_CLIPS": "folders",
+    "build_dataset": "folders",
+    # layer activity
+    "LayerActivityMonitor": "activity",
+    "LayerActivityReport": "activity",
+    "LayerActivity": "activity",
+    "PeakLayer": "activity",
+    "StreamAverage": "activity",
+}
+
+__all__ = sorted(_LAZY)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from vsrkit.vsr.activity import (  # noqa: F401
+        LayerActivity,
+        LayerActivityMonitor,
+        LayerActivityReport,
+        PeakLayer,
+        StreamAverage,
+    )
+    from vsrkit.vsr.degrade import DEGRADATIONS, degrade, quantize_8bit  # noqa: F401
+    from vsrkit.vsr.flow import FlowWeightsError, SpyNet, flow_warp  # noqa: F401
+    from vsrkit.vsr.folders import (  # noqa: F401
+        REDS4_CLIPS,
+        DatasetLayoutError,
+        REDSDataset,
+        Vimeo90KDataset,
+        build_dataset,
+    )
+    from vsrkit.vsr.losses import (  # noqa: F401
+        LOSS_NAMES,
+        PerceptualWeightsError,
+        RandomFeatures,
+        VGGFeatures,
+        VSRLoss,
+        charbonnier,
+        multiscale_charbonnier,
+        sobel_gradient_loss,
+    )
+    from vsrkit.vsr.metrics import QUALITY_FIELDS, psnr, quality_metrics, ssim  # noqa: F401
+    from vsrkit.vsr.model import (  # noqa: F401
+        PRESETS,
+        BidirectionalRecurrentVSR,
+        ModelPreset,
+        ResidualBlock,
+        bicubic_upsample,
+        build_model,
+    )
+    from vsrkit.vsr.synthetic import SyntheticVideoDataset  # noqa: F401
+    from vsrkit.vsr.textures import procedural_texture  # noqa: F401
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'vsrkit.vsr' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"vsrkit.vsr.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
