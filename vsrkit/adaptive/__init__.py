@@ -1,1 +1,18 @@
-"""vsrkit.adaptive (under construction)."""
+"""Adaptive training components: plateau tracking, LR policy, loss weights, grad clipping.
+
+Pure objects: they take floats and steps from the caller and return decisions; the loop
+applies them. Importing this package does not import torch.
+"""
+
+from __future__ import annotations
+
+from vsrkit.adaptive._common import AdaptiveError
+from vsrkit.adaptive.plateau import RUNTIME_KEYS, PlateauEvent, PlateauReason, PlateauTracker
+
+__all__ = [
+    "AdaptiveError",
+    "PlateauEvent",
+    "PlateauReason",
+    "PlateauTracker",
+    "RUNTIME_KEYS",
+]
