@@ -1,1 +1,70 @@
-"""vsrkit.monitor (under construction)."""
+"""The run monitor: a live web page with a JSON API and actions, and a terminal view.
+
+Components decide, the loop acts: the monitor only reads a snapshot of the statistics
+fields and queues actions; the loop drains the :class:`ActionQueue` at a step boundary.
+
+Example:
+    >>> from vsrkit.monitor import ActionQueue, MonitorServer
+    >>> q = ActionQueue()
+    >>> with MonitorServer(snapshot=lambda: {"step_current": 1}, actions=q, port=0) as srv:
+    ...     srv.url.startswith("http://127.0.0.1:")
+    True
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_LAZY: dict[str, str] = {
+    "COMMANDS": "vsrkit.monitor.actions",
+    "Action": "vsrkit.monitor.actions",
+    "ActionQueue": "vsrkit.monitor.actions",
+    "UnknownCommandError": "vsrkit.monitor.actions",
+    "MonitorServer": "vsrkit.monitor.server",
+    "MonitorServerError": "vsrkit.monitor.server",
+    "TOKEN_HEADER": "vsrkit.monitor.server",
+    "RunFolderSource": "vsrkit.monitor.runfolder",
+    "TerminalView": "vsrkit.monitor.terminal",
+    "status_document": "vsrkit.monitor.status",
+    "SnapshotSource": "vsrkit.monitor.sources",
+    "ConfigSource": "vsrkit.monitor.sources",
+}
+
+__all__ = sorted(_LAZY)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from vsrkit.monitor.actions import COMMANDS, Action, ActionQueue, UnknownCommandError
+    from vsrkit.monitor.runfolder import RunFolderSource
+    from vsrkit.monitor.server import TOKEN_HEADER, MonitorServer, MonitorServerError
+    from vsrkit.monitor.sources import ConfigSource, SnapshotSource
+    from vsrkit.monitor.status import status_document
+    from vsrkit.monitor.terminal import TerminalView
+
+    __all__ += [  # noqa: PLE0604
+        "COMMANDS",
+        "Action",
+        "ActionQueue",
+        "UnknownCommandError",
+        "RunFolderSource",
+        "TOKEN_HEADER",
+        "MonitorServer",
+        "MonitorServerError",
+        "ConfigSource",
+        "SnapshotSource",
+        "status_document",
+        "TerminalView",
+    ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'vsrkit.monitor' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

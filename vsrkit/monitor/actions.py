@@ -1,0 +1,113 @@
+"""The queue between the monitor (web page, terminal) and the training loop.
+
+The monitor never acts on the run itself: a button press or a key only *queues* a command,
+and the loop drains the queue at a step boundary and acts (components decide, the loop acts).
+
+Thread-safety: every method may be called from any thread; ``put`` never blocks for long and
+``drain`` returns each queued action exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from vsrkit.errors import VsrkitError
+
+__all__ = ["COMMANDS", "Action", "ActionQueue", "UnknownCommandError"]
+
+logger = logging.getLogger(__name__)
+
+#: Every command the loop understands. ``stop`` means "save, then end the run" (terminal ``q``).
+COMMANDS: tuple[str, ...] = ("validate", "pause", "resume", "save", "stop")
+
+
+class UnknownCommandError(VsrkitError, ValueError):
+    """A command that is not one of :data:`COMMANDS`."""
+
+
+@dataclass(frozen=True)
+class Action:
+    """One queued command.
+
+    Attributes:
+        command: One of :data:`COMMANDS`.
+        source: Who asked (``"web"``, ``"terminal"``, ...), for the log.
+        time: Wall-clock time (``time.time()``) when it was queued.
+    """
+
+    command: str
+    source: str
+    time: float = field(default_factory=time.time)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form."""
+        return {"command": self.command, "source": self.source, "time": self.time}
+
+
+class ActionQueue:
+    """A thread-safe FIFO of :class:`Action` s, drained by the loop at a step boundary.
+
+    Args:
+        maxlen: At most this many actions wait; a ``put`` beyond it drops the oldest one
+            (a page hammering a button must not grow memory without bound).
+
+    Example:
+        >>> q = ActionQueue()
+        >>> q.put("validate", source="web").command
+        'validate'
+        >>> [a.command for a in q.drain()]
+        ['validate']
+        >>> q.drain()
+        []
+    """
+
+    def __init__(self, *, maxlen: int = 64) -> None:
+        if maxlen < 1:
+            raise ValueError(f"ActionQueue maxlen must be >= 1, got {maxlen}")
+        self._items: deque[Action] = deque(maxlen=maxlen)
+        self._lock = threading.Lock()
+        self._total = 0
+
+    def put(self, command: str, *, source: str) -> Action:
+        """Queue ``command``; the loop acts on it at its next step boundary.
+
+        Raises:
+            UnknownCommandError: ``command`` is not one of :data:`COMMANDS`.
+        """
+        if not isinstance(command, str) or command not in COMMANDS:
+            raise UnknownCommandError(
+                f"unknown command {command!r}: expected one of {', '.join(COMMANDS)}"
+            )
+        action = Action(command=command, source=str(source))
+        with self._lock:
+            self._items.append(action)
+            self._total += 1
+        logger.info("queued action %s from %s", command, source)
+        return action
+
+    def drain(self) -> list[Action]:
+        """Remove and return every queued action, oldest first (cheap when empty)."""
+        if not self._items:  # lock-free fast path: the loop calls this every step
+            return []
+        with self._lock:
+            items = list(self._items)
+            self._items.clear()
+        return items
+
+    def pending(self) -> list[Action]:
+        """A copy of the queued actions, without removing them."""
+        with self._lock:
+            return list(self._items)
+
+    @property
+    def total(self) -> int:
+        """How many actions were ever queued (for the page's 'queued' counter)."""
+        return self._total
+
+    def __len__(self) -> int:
+        return len(self._items)
