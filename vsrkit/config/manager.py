@@ -48,6 +48,7 @@ logger = logging.getLogger(__name__)
 CONFIG_FILE = "runtime_config.json"
 CHANGES_FILE = "config_changes.jsonl"
 STATE_VERSION = 1
+_RACY_NS = 2_000_000_000  # a file younger than this is re-hashed at every poll step
 
 
 def _json_safe(value: Any) -> Any:
@@ -213,6 +214,7 @@ class RuntimeConfigManager:
         self._sig: tuple[int, int, int] | None = None  # (mtime_ns, size, inode) last read
         self._hash: str | None = None  # content hash last processed
         self._pending_invalid: str | None = None  # hash of unparsable content seen once
+        self._missing = False  # warned that the live file is gone
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self._open_live_file()
@@ -397,8 +399,7 @@ class RuntimeConfigManager:
     def _write_live_file(self, settings: Mapping[str, Any]) -> None:
         data = (json.dumps(settings, indent=2, allow_nan=False) + "\n").encode("utf-8")
         atomic_write_bytes(self.path, data)
-        st = self.path.stat()
-        self._sig = (st.st_mtime_ns, st.st_size, st.st_ino)
+        self._sig = None  # hashed at the next poll step, then trusted once it is old enough
         self._hash = hashlib.sha256(data).hexdigest()
         self._pending_invalid = None
 
@@ -424,14 +425,18 @@ class RuntimeConfigManager:
                 return []
             data = self.path.read_bytes()
         except FileNotFoundError:
-            if self._sig is not None:
-                logger.warning("%s was removed; keeping the running settings", self.path)
-                self._sig = None
+            if not self._missing:
+                logger.warning("%s is missing; keeping the running settings", self.path)
+                self._missing = True
+            self._sig = None
             return []
         except OSError as exc:
             logger.warning("cannot read %s (%s); keeping the running settings", self.path, exc)
             return []
-        self._sig = sig
+        # Like git's "racily clean" rule: a file modified within the timestamp granularity
+        # may change again without a new (mtime, size), so it is hashed again next time.
+        self._missing = False
+        self._sig = sig if time.time_ns() - st.st_mtime_ns > _RACY_NS else None
         digest = hashlib.sha256(data).hexdigest()
         if digest == self._hash:
             self._pending_invalid = None
