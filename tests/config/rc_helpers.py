@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -25,3 +26,24 @@ def edit(run_dir: Path, **changes: Any) -> dict[str, Any]:
     doc = {**live_doc(run_dir), **changes}
     (run_dir / CONFIG_FILE).write_text(json.dumps(doc, indent=2), encoding="utf-8")
     return doc
+
+
+class FakeGroup:
+    """A two-rank broadcast made of two threads and a barrier (stands in for DDP)."""
+
+    def __init__(self) -> None:
+        self.barrier = threading.Barrier(2, timeout=10)
+        self.slot: Any = None
+        self.calls = [0, 0]
+
+    def broadcast_for(self, rank: int) -> Any:
+        def broadcast(obj: Any) -> Any:
+            self.calls[rank] += 1
+            if rank == 0:
+                self.slot = json.loads(json.dumps(obj))  # the wire: only JSON-safe data
+            self.barrier.wait()
+            out = self.slot
+            self.barrier.wait()
+            return out
+
+        return broadcast

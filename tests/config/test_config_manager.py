@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rc_helpers import edit, live_doc, read_jsonl
+from rc_helpers import FakeGroup, edit, live_doc, read_jsonl
 
 from vsrkit.config import (
     CONFIG_FILE,
@@ -244,27 +244,6 @@ def test_submit_only_on_the_main_rank(run_dir: Path) -> None:
     assert not run_dir.exists()  # the other ranks never touch files
     with pytest.raises(RuntimeConfigError, match="main rank"):
         rank1.submit({"grad_clip": 2.0})
-
-
-class FakeGroup:
-    """A two-rank broadcast made of two threads and a barrier (stands in for DDP)."""
-
-    def __init__(self) -> None:
-        self.barrier = threading.Barrier(2, timeout=10)
-        self.slot: Any = None
-        self.calls = [0, 0]
-
-    def broadcast_for(self, rank: int) -> Any:
-        def broadcast(obj: Any) -> Any:
-            self.calls[rank] += 1
-            if rank == 0:
-                self.slot = json.loads(json.dumps(obj))  # the wire: only JSON-safe data
-            self.barrier.wait()
-            out = self.slot
-            self.barrier.wait()
-            return out
-
-        return broadcast
 
 
 def test_every_rank_returns_the_same_changes_at_the_same_step(run_dir: Path) -> None:
