@@ -7,10 +7,19 @@ applies them. Importing this package does not import torch.
 from __future__ import annotations
 
 from vsrkit.adaptive._common import AdaptiveError
+from vsrkit.adaptive.clip import DynamicThreshold, GradClipAdapter
+from vsrkit.adaptive.loss_weights import AdaptiveLossWeights
+from vsrkit.adaptive.lr import LRBoostPolicy, apply_lr, current_lrs
 from vsrkit.adaptive.plateau import RUNTIME_KEYS, PlateauEvent, PlateauReason, PlateauTracker
 
 __all__ = [
     "AdaptiveError",
+    "AdaptiveLossWeights",
+    "DynamicThreshold",
+    "GradClipAdapter",
+    "LRBoostPolicy",
+    "apply_lr",
+    "current_lrs",
     "PlateauEvent",
     "PlateauReason",
     "PlateauTracker",
