@@ -279,11 +279,24 @@ class MonitorServer:
         return body, doc
 
     def stats_document(self) -> dict[str, Any]:
-        """The ``/api/stats`` document: the full statistics document of the latest values."""
+        """The ``/api/stats`` document: every statistics field of the latest values.
+
+        Same keys as a ``Statistik`` file: each seed field (``null`` when never measured, the
+        reason in ``missing_reasons``), ``measured_at_step`` and ``schema_version``; a
+        ``stats`` callable given to the constructor replaces this.
+        """
         if self._stats is not None:
             return dict(self._stats())
+        from vsrkit.stats.fields import STAT_FIELDS
+        from vsrkit.stats.schema import SCHEMA_VERSION
+
         values, measured = read_snapshot(self.snapshot)
-        return {**values, "measured_at_step": measured}
+        doc: dict[str, Any] = {name: values.get(name) for name in STAT_FIELDS}
+        doc.update({k: v for k, v in values.items() if k not in doc})
+        doc["measured_at_step"] = {name: measured.get(name) for name in STAT_FIELDS}
+        doc["missing_reasons"] = {n: "never measured" for n in STAT_FIELDS if n not in values}
+        doc["schema_version"] = SCHEMA_VERSION
+        return doc
 
     def config_document(self) -> dict[str, Any]:
         """The ``/api/config`` document (``enabled: false`` without a config or read-only)."""

@@ -83,8 +83,11 @@ def _bar(value: float, cells: int, scale: float = 2.0) -> list[Segment]:
     filled = round(min(max(value, 0.0), scale) / scale * cells)
     segs: list[Segment] = []
     for i in range(cells):
-        pos = (i + 0.5) / cells * scale
-        segs.append(("█", _band_of(pos)) if i < filled else ("░", "dim"))
+        char, name = ("█", _band_of((i + 0.5) / cells * scale)) if i < filled else ("░", "dim")
+        if segs and segs[-1][1] == name:
+            segs[-1] = (segs[-1][0] + char, name)
+        else:
+            segs.append((char, name))
     return segs
 
 

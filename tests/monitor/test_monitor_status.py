@@ -1,0 +1,143 @@
+"""status_document and its parts: seed keys, nulls for missing values, distributions, peaks."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from vsrkit.monitor import status_document
+from vsrkit.monitor.sources import read_snapshot
+from vsrkit.monitor.status import (
+    LOSS_TERMS,
+    SEED_KEYS,
+    activity_level,
+    distribution,
+    peak_activity,
+    stream_overview,
+)
+from vsrkit.stats import MetricsSnapshot
+
+finite = st.floats(min_value=0, max_value=1e6, allow_nan=False, allow_infinity=False)
+loss_fields = st.dictionaries(
+    st.sampled_from([f for pair in LOSS_TERMS.values() for f in pair]), finite, max_size=8
+)
+
+
+def test_seed_keys_come_from_the_statistics_fields() -> None:
+    snap = MetricsSnapshot()
+    snap.update(
+        12345,
+        step_current=12345,
+        total_loss_value=0.0123,
+        learning_rate_value=0.00015,
+        eta_total_formatted="2:34:56",
+        iteration_duration=2.5,
+        vram_usage_gb=7.8,
+        best_quality_ever=0.85,
+        validation_running=False,
+        training_active=True,
+        last_update_time=1707159550.123,
+    )
+    values, measured = read_snapshot(snap)
+    doc = status_document(values, measured_at_step=measured)
+    assert {k: doc[k] for k in (*SEED_KEYS, "iter_speed", "timestamp")} == {
+        "iteration": 12345,
+        "total_loss": 0.0123,
+        "learn_rate": 0.00015,
+        "time_remaining": "2:34:56",
+        "iter_speed": 0.4,
+        "gpu_memory": 7.8,
+        "best_score": 0.85,
+        "is_validating": False,
+        "is_training": True,
+        "timestamp": 1707159550.123,
+    }
+    assert doc["measured_at_step"]["vram_usage_gb"] == 12345
+
+
+@given(st.dictionaries(st.sampled_from(list(SEED_KEYS.values())), st.integers(1, 9), max_size=3))
+def test_a_missing_field_is_null_never_zero(values: dict) -> None:
+    doc = status_document(values, now=1.0)
+    for key, field in SEED_KEYS.items():
+        assert doc[key] == values.get(field)  # None when absent
+    assert doc["iter_speed"] is None
+
+
+@given(loss_fields, st.sampled_from([0, 1]))
+def test_distribution_percentages(values: dict, which: int) -> None:
+    dist = distribution(values, which)
+    present = [t for t, f in LOSS_TERMS.items() if f[which] in values]
+    for term in LOSS_TERMS:
+        if term not in present:
+            assert dist["values"][term] is None and dist["percent"][term] is None
+    total = sum(values[LOSS_TERMS[t][which]] for t in present)
+    if total > 0:
+        assert math.isclose(sum(dist["percent"][t] for t in present), 100.0, rel_tol=1e-9)
+    for t in present:
+        assert 0.0 <= dist["percent"][t] <= 100.0
+
+
+def test_distribution_ignores_non_numbers() -> None:
+    dist = distribution(
+        {"l1_loss_value": True, "ms_loss_value": float("nan"), "gradient_loss_value": 3.0}, 0
+    )
+    assert dist["values"] == {"l1": None, "ms": None, "gradient": 3.0, "perceptual": None}
+    assert dist["percent"]["gradient"] == 100.0
+
+
+activity_maps = st.dictionaries(
+    st.sampled_from(
+        ["Backward_Block_01", "Backward_Block_02", "Forward_Block_01", "Final_Fusion", "head"]
+    ),
+    st.floats(min_value=0, max_value=5, allow_nan=False),
+    max_size=5,
+)
+
+
+@given(activity_maps)
+def test_peak_is_the_largest_activity(activity: dict) -> None:
+    peak = peak_activity(activity)
+    if not activity:
+        assert peak is None
+        return
+    assert peak is not None and peak["value"] == max(activity.values())
+    assert activity[peak["layer"]] == peak["value"]
+    assert peak["level"] == activity_level(peak["value"])
+    assert (peak["warning"] is not None) == (peak["value"] > 1.5)
+
+
+@pytest.mark.parametrize(
+    ("value", "level"),
+    [
+        (0.0, "low"),
+        (0.49, "low"),
+        (0.5, "moderate"),
+        (0.99, "moderate"),
+        (1.0, "elevated"),
+        (1.49, "elevated"),
+        (1.5, "high"),
+        (2.5, "high"),
+    ],
+)
+def test_activity_bands(value: float, level: str) -> None:
+    assert activity_level(value) == level
+
+
+@given(activity_maps)
+def test_stream_overview_averages(activity: dict) -> None:
+    streams = stream_overview(activity)
+    for name, needle in (("backward", "backward"), ("forward", "forward"), ("fusion", "fusion")):
+        vals = [v for k, v in activity.items() if needle in k.lower()]
+        assert streams[name]["layers"] == len(vals)
+        if vals:
+            assert streams[name]["average"] == pytest.approx(sum(vals) / len(vals))
+        else:
+            assert streams[name]["average"] is None
+
+
+def test_read_snapshot_accepts_a_plain_mapping_callable() -> None:
+    values, measured = read_snapshot(lambda: {"step_current": 3, "measured_at_step": {"x": 2}})
+    assert values == {"step_current": 3} and measured == {"x": 2}
