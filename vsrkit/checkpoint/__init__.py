@@ -1,1 +1,65 @@
-"""vsrkit.checkpoint (under construction)."""
+"""Checkpoints you can trust: atomic commits, a strict name grammar, retention, exact resume.
+
+Importing this package does not import torch; saving and loading import it when called.
+
+Example:
+    >>> from vsrkit.checkpoint import parse_checkpoint_name
+    >>> parse_checkpoint_name("checkpoint_step_0002000_best.pth").type
+    'best'
+"""
+
+from __future__ import annotations
+
+from vsrkit.checkpoint.errors import (
+    CheckpointCorruptError,
+    CheckpointError,
+    CheckpointNotFoundError,
+    CheckpointWriteError,
+)
+from vsrkit.checkpoint.manager import CheckpointManager, prune_checkpoints, verify_checkpoint
+from vsrkit.checkpoint.names import (
+    CheckpointName,
+    format_checkpoint_name,
+    manifest_name,
+    parse_checkpoint_name,
+)
+from vsrkit.checkpoint.prompt import format_checkpoint_table, prompt_for_checkpoint
+from vsrkit.checkpoint.records import CheckpointRecord, read_manifest, scan_directory
+from vsrkit.checkpoint.retention import (
+    AnyOf,
+    BestN,
+    EveryNSteps,
+    KeepTagged,
+    LatestN,
+    RetentionPolicy,
+)
+from vsrkit.checkpoint.rng import capture_rng_state, restore_rng_state
+from vsrkit.checkpoint.signals import StopSignal
+
+__all__ = [
+    "AnyOf",
+    "BestN",
+    "CheckpointCorruptError",
+    "CheckpointError",
+    "CheckpointManager",
+    "CheckpointName",
+    "CheckpointNotFoundError",
+    "CheckpointRecord",
+    "CheckpointWriteError",
+    "EveryNSteps",
+    "KeepTagged",
+    "LatestN",
+    "RetentionPolicy",
+    "StopSignal",
+    "capture_rng_state",
+    "format_checkpoint_name",
+    "format_checkpoint_table",
+    "manifest_name",
+    "parse_checkpoint_name",
+    "prompt_for_checkpoint",
+    "prune_checkpoints",
+    "read_manifest",
+    "restore_rng_state",
+    "scan_directory",
+    "verify_checkpoint",
+]

@@ -1,0 +1,684 @@
+"""CheckpointManager: atomic, verified, retained checkpoints of one training run.
+
+Thread/process-safety contract: one manager writes a folder, from one process (rank 0 under
+DDP). Its methods may be called from any thread (a lock serializes them) but are meant for the
+training loop's thread. Readers in other processes (``vsrkit checkpoints list``, a monitor)
+may list and load at any time: they only ever see committed files, because every file is
+written to a temp file, fsynced and renamed, and the manifest (the commit marker) comes last.
+Two managers writing the same folder at the same time is not supported.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import copy
+import datetime as _dt
+import errno
+import hashlib
+import logging
+import math
+import os
+import pickle
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from vsrkit._atomic import atomic_open, atomic_write_json
+from vsrkit._version import __version__
+from vsrkit.checkpoint.errors import (
+    CheckpointCorruptError,
+    CheckpointError,
+    CheckpointNotFoundError,
+    CheckpointWriteError,
+)
+from vsrkit.checkpoint.names import format_checkpoint_name, manifest_name
+from vsrkit.checkpoint.records import (
+    MANIFEST_FORMAT,
+    MANIFEST_VERSION,
+    CheckpointRecord,
+    read_manifest,
+    scan_directory,
+)
+from vsrkit.checkpoint.retention import RetentionPolicy, best_record
+
+__all__ = ["CheckpointManager", "prune_checkpoints", "resume_order", "verify_checkpoint"]
+
+logger = logging.getLogger(__name__)
+
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EFBIG}
+
+
+class _HashingWriter:
+    """File wrapper for ``torch.save``: sha256 and byte count of what goes through.
+
+    Hashing runs on ``pool``'s single thread, in order, while this thread writes (both release
+    the GIL). A big chunk that lies inside one of ``stable`` (address ranges of CPU tensor
+    storages that stay alive and unchanged during the save) is hashed in the background
+    without waiting, so the hash overlaps the rest of the write and the fsync; any other big
+    chunk is hashed before ``write`` returns; small chunks are copied. :meth:`hexdigest`
+    waits for the last chunk. An ``OSError`` from the file is kept in :attr:`error`.
+    """
+
+    def __init__(
+        self,
+        fh: Any,
+        pool: concurrent.futures.ThreadPoolExecutor,
+        stable: Sequence[tuple[int, int]] = (),
+    ) -> None:
+        self._fh = fh
+        self._pool = pool
+        self._stable = stable
+        self._last: concurrent.futures.Future[None] | None = None
+        self._sha = hashlib.sha256()
+        self.size = 0
+        self.error: OSError | None = None
+
+    def _is_stable(self, view: memoryview) -> bool:
+        import numpy as np
+
+        start = int(np.frombuffer(view, dtype=np.uint8).ctypes.data)
+        end = start + view.nbytes
+        return any(lo <= start and end <= hi for lo, hi in self._stable)
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        nbytes = view.nbytes
+        wait = False
+        if nbytes < 1 << 20:
+            self._last = self._pool.submit(self._sha.update, bytes(view))
+        else:
+            wait = not self._is_stable(view)
+            self._last = self._pool.submit(self._sha.update, view)
+        try:
+            self._fh.write(view)
+        except OSError as exc:
+            self.error = exc
+            raise
+        finally:
+            if wait:
+                self._last.result()
+        self.size += nbytes
+        return nbytes
+
+    def flush(self) -> None:
+        self._fh.flush()
+
+    def hexdigest(self) -> str:
+        if self._last is not None:
+            self._last.result()
+        return self._sha.hexdigest()
+
+
+def resume_order(records: Sequence[CheckpointRecord], run_id: str | None) -> list[CheckpointRecord]:
+    """Valid records in the order a resume tries them (see :meth:`CheckpointManager.restore`)."""
+    valid = [r for r in records if r.valid]
+    preferred = run_id if any(r.run_id == run_id for r in valid) else None
+    if preferred is None:
+        committed = [r for r in valid if r.commit_time is not None]
+        if committed:
+            preferred = max(committed, key=lambda r: (r.commit_time, r.step)).run_id
+
+    def key(r: CheckpointRecord) -> tuple[bool, int, float, bool]:
+        return (r.run_id == preferred, r.step, r.commit_time or -math.inf, r.tag is None)
+
+    return sorted(valid, key=key, reverse=True)
+
+
+def _walk_tensors(obj: Any, fn: Any, memo: dict[int, Any] | None = None) -> Any:
+    """Rebuild nested dicts/lists/tuples, applying ``fn`` to every tensor (shared ones once)."""
+    import torch
+
+    memo = {} if memo is None else memo
+    if isinstance(obj, torch.Tensor):
+        if id(obj) not in memo:
+            memo[id(obj)] = fn(obj)
+        return memo[id(obj)]
+    if isinstance(obj, Mapping):
+        cls = type(obj) if type(obj) in (dict, collections.OrderedDict) else dict
+        return cls((k, _walk_tensors(v, fn, memo)) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)) and type(obj) in (list, tuple):
+        return type(obj)(_walk_tensors(v, fn, memo) for v in obj)
+    return copy.deepcopy(obj)
+
+
+def _iter_tensors(obj: Any) -> Iterator[Any]:
+    """Every tensor inside nested dicts/lists/tuples."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, Mapping):
+        for v in obj.values():
+            yield from _iter_tensors(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _iter_tensors(v)
+
+
+def _storage_range(t: Any) -> tuple[int, int]:
+    storage = t.untyped_storage()
+    return (storage.data_ptr(), storage.data_ptr() + storage.nbytes())
+
+
+def _check_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float | int | None]:
+    out: dict[str, float | int | None] = {}
+    for key, value in (metrics or {}).items():
+        if not isinstance(key, str):
+            raise ValueError(f"checkpoint metrics: keys must be strings, got {key!r}")
+        if hasattr(value, "item") and callable(value.item):
+            value = value.item()  # a 0-d tensor or numpy scalar
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ValueError(f"checkpoint metrics: {key!r} must be a number or None, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            logger.warning("checkpoint metric %r is %r: written as null", key, value)
+            value = None
+        out[key] = value
+    return out
+
+
+class CheckpointManager:
+    """Saves, lists, retains and restores the checkpoints of a training run.
+
+    Args:
+        directory: The checkpoint folder (created if missing).
+        keep: A retention policy (``LatestN(5)``, ``AnyOf(...)``); ``None`` keeps everything.
+            Only committed checkpoints of this manager's run are ever deleted, after the new
+            save has committed; the latest valid and the best checkpoint are always kept.
+        async_save: Snapshot the state to CPU memory on the caller's thread and write it in
+            a background thread (at most one save in flight).
+        run_id: Identifies this run in manifests; ``None`` makes a fresh one, and a
+            ``restore`` of a run's newest checkpoint (before any save) continues that run.
+        best_metric: Manifest metric that defines "best" for retention.
+        best_mode: ``"max"`` or ``"min"``.
+        min_free_mb: Free space (MB) that must remain after the estimated checkpoint size,
+            checked before writing.
+
+    Example:
+        >>> import tempfile, torch
+        >>> from vsrkit.checkpoint import LatestN
+        >>> with CheckpointManager(tempfile.mkdtemp(), keep=LatestN(2)) as mgr:
+        ...     for step in (100, 200, 300):
+        ...         _ = mgr.save(step, {"w": torch.ones(2) * step}, metrics={"quality": 0.5})
+        ...     [r.step for r in mgr.list()], mgr.restore()[0]
+        ([200, 300], 300)
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        keep: RetentionPolicy | None = None,
+        async_save: bool = False,
+        run_id: str | None = None,
+        best_metric: str = "quality",
+        best_mode: str = "max",
+        min_free_mb: float = 64.0,
+    ) -> None:
+        if keep is not None and not callable(getattr(keep, "keep", None)):
+            raise TypeError(f"keep must be a retention policy (LatestN, AnyOf, ...), got {keep!r}")
+        if best_mode not in ("max", "min"):
+            raise ValueError(f"best_mode must be 'max' or 'min', got {best_mode!r}")
+        if run_id is not None and (not isinstance(run_id, str) or not run_id):
+            raise ValueError(f"run_id must be a non-empty string or None, got {run_id!r}")
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.keep, self.async_save = keep, bool(async_save)
+        self.best_metric, self.best_mode = best_metric, best_mode
+        self.min_free_bytes = int(min_free_mb * 1e6)
+        self._run_id_given = run_id is not None
+        self.run_id: str = run_id or uuid.uuid4().hex[:12]
+        self._saved_any = False
+        self._lock = threading.RLock()
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pending: concurrent.futures.Future[Path] | None = None
+        self._hasher: concurrent.futures.ThreadPoolExecutor | None = None
+        self._snapshot_buffers: dict[tuple[Any, ...], Any] = {}
+        self._closed = False
+
+    # ----------------------------------------------------------------- saving
+    def save(
+        self,
+        step: int,
+        state: Mapping[str, Any],
+        *,
+        metrics: Mapping[str, Any] | None = None,
+        tag: str | None = None,
+        runtime_config: str | os.PathLike[str] | None = None,
+    ) -> Path:
+        """Write ``state`` as the checkpoint of ``step``; the manifest commits it.
+
+        Args:
+            step: The training step the state belongs to (from the caller, never counted here).
+            state: Tensors and plain values (nested dicts/lists); load-safe with ``weights_only``.
+            metrics: Numbers such as ``quality`` and ``loss`` for the manifest (NaN becomes null).
+            tag: ``"best"``, ``"emergency"`` or another tag in the file name.
+            runtime_config: Name or path of the runtime-config snapshot, stored in the manifest.
+
+        Returns:
+            The path of the checkpoint file (committed when this returns, or, with
+            ``async_save``, once :meth:`wait` returns).
+
+        Raises:
+            CheckpointWriteError: Disk full, no permission, too little free space; or the
+                previous background save failed. The previous good checkpoint is kept.
+        """
+        name = format_checkpoint_name(step, tag)
+        if not isinstance(state, Mapping):
+            raise TypeError(f"checkpoint state must be a mapping, got {type(state).__name__}")
+        clean_metrics = _check_metrics(metrics)
+        rc = None if runtime_config is None else os.fspath(runtime_config)
+        with self._lock:
+            if self._closed:
+                raise CheckpointError(f"CheckpointManager for {self.directory} is closed")
+            self._collect()
+            self._check_free_space(state, name)
+            self._saved_any = True
+            if not self.async_save:
+                return self._write(step, tag, name, state, clean_metrics, rc, False)
+            started = time.perf_counter()
+            snapshot = self._snapshot(state)
+            logger.debug("snapshot of step %d took %.3f s", step, time.perf_counter() - started)
+            if self._executor is None:
+                self._executor = concurrent.futures.ThreadPoolExecutor(
+                    1, thread_name_prefix="vsrkit-ckpt"
+                )
+            self._pending = self._executor.submit(
+                self._write, step, tag, name, snapshot, clean_metrics, rc, True
+            )
+            return self.directory / name
+
+    def _snapshot(self, state: Mapping[str, Any]) -> Any:
+        """Copy every tensor to CPU memory now, reusing the previous save's buffers.
+
+        Safe because the previous background save has finished before this runs. CUDA tensors
+        go to pinned buffers with one synchronize at the end.
+        """
+        import torch
+
+        old, new = self._snapshot_buffers, {}
+        counter = iter(range(1 << 62))
+        cuda = False
+
+        def copy(t: Any) -> Any:
+            nonlocal cuda
+            key = (next(counter), tuple(t.shape), t.dtype, t.device.type)
+            buf = old.get(key)
+            if buf is None:
+                pin = t.device.type == "cuda"
+                buf = torch.empty(t.shape, dtype=t.dtype, device="cpu", pin_memory=pin)
+            cuda = cuda or t.device.type == "cuda"
+            buf.copy_(t.detach(), non_blocking=t.device.type == "cuda")
+            new[key] = buf
+            return buf
+
+        snapshot = _walk_tensors(state, copy)
+        if cuda:
+            torch.cuda.synchronize()
+        self._snapshot_buffers = new
+        return snapshot
+
+    def wait(self) -> None:
+        """Block until the in-flight async save has committed; raise its error if it failed."""
+        with self._lock:
+            self._collect()
+
+    def _hash_pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._hasher is None:
+            self._hasher = concurrent.futures.ThreadPoolExecutor(
+                1, thread_name_prefix="vsrkit-sha256"
+            )
+        return self._hasher
+
+    def _collect(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()  # re-raises the background error here
+
+    def _check_free_space(self, state: Mapping[str, Any], name: str) -> None:
+        need = (
+            sum(t.nelement() * t.element_size() for t in _iter_tensors(state)) + self.min_free_bytes
+        )
+        free = shutil.disk_usage(self.directory).free
+        if free < need:
+            raise CheckpointWriteError(
+                f"not enough free space in {self.directory} for {name}: {free / 1e6:.0f} MB free, "
+                f"need about {need / 1e6:.0f} MB (checkpoint + min_free_mb); nothing was written"
+            )
+
+    def _write(
+        self,
+        step: int,
+        tag: str | None,
+        name: str,
+        state: Mapping[str, Any],
+        metrics: dict[str, Any],
+        runtime_config: str | None,
+        is_async: bool,
+    ) -> Path:
+        import torch
+
+        path = self.directory / name
+        mpath = self.directory / manifest_name(name)
+        started = time.perf_counter()
+        old = self._manifest_or_none(mpath)
+        if old is not None and old.get("run_id") != self.run_id:
+            logger.warning("%s: overwriting step %d of run %s", path, step, old.get("run_id"))
+        if mpath.exists():
+            mpath.unlink()  # uncommit the old file at this step before replacing it
+        stable = [_storage_range(t) for t in _iter_tensors(state) if t.device.type == "cpu"]
+        writer: _HashingWriter | None = None
+        try:
+            with atomic_open(path, "wb") as fh:
+                writer = _HashingWriter(fh, self._hash_pool(), stable)
+                torch.save(state, writer)
+            sha256 = writer.hexdigest()  # waits for the hash, which ran beside the fsync
+            now = time.time()
+            manifest = {
+                "format": MANIFEST_FORMAT,
+                "manifest_version": MANIFEST_VERSION,
+                "file": name,
+                "step": step,
+                "tag": tag,
+                "type": tag or "regular",
+                "metrics": metrics,
+                "size_bytes": writer.size,
+                "sha256": sha256,
+                "time": _dt.datetime.fromtimestamp(now, tz=_dt.timezone.utc).isoformat(),
+                "unix_time": now,
+                "run_id": self.run_id,
+                "runtime_config": runtime_config,
+                "vsrkit_version": __version__,
+                "torch_version": torch.__version__,
+                "async": is_async,
+                "write_seconds": round(time.perf_counter() - started, 4),
+            }
+            try:
+                atomic_write_json(mpath, manifest)
+            except BaseException:
+                path.unlink(missing_ok=True)  # never leave an uncommitted file behind us
+                raise
+        except BaseException as exc:
+            if writer is not None:
+                writer.hexdigest()  # let the hash thread finish with the state's memory
+            err = writer.error if writer is not None and writer.error is not None else exc
+            if isinstance(err, OSError):
+                reason = errno.errorcode.get(err.errno or 0, "error")
+                raise CheckpointWriteError(
+                    f"could not write checkpoint {path}: {err.strerror or err} ({reason}); "
+                    "the temporary file was removed and earlier checkpoints are untouched"
+                ) from exc
+            raise
+        logger.info(
+            "saved %s (%.1f MB, %.2f s)", path, writer.size / 1e6, time.perf_counter() - started
+        )
+        self._retain(name)
+        return path
+
+    @staticmethod
+    def _manifest_or_none(mpath: Path) -> dict[str, Any] | None:
+        try:
+            return read_manifest(mpath)
+        except (OSError, ValueError):
+            return None
+
+    def _retain(self, just_saved: str) -> None:
+        if self.keep is None:
+            return
+        records = scan_directory(self.directory)
+        own = [r for r in records if r.status == "committed" and r.run_id == self.run_id]
+        keep = set(self.keep.keep(own)) | {just_saved}
+        order = resume_order(own, self.run_id)
+        if order:
+            keep.add(order[0].filename)
+        best = best_record(own, self.best_metric, self.best_mode)
+        if best is not None:
+            keep.add(best.filename)
+        for rec in own:
+            if rec.filename in keep:
+                continue
+            try:
+                if rec.manifest_path is not None:
+                    rec.manifest_path.unlink(missing_ok=True)  # uncommit first
+                rec.path.unlink(missing_ok=True)
+                logger.info("retention: deleted %s", rec.path)
+            except OSError as exc:
+                logger.warning("retention: could not delete %s: %s", rec.path, exc)
+        others = sum(1 for r in records if r.run_id != self.run_id)
+        if others:
+            logger.debug(
+                "retention: %d checkpoint(s) of other runs or without manifest left alone", others
+            )
+
+    # ---------------------------------------------------------------- reading
+    def list(self) -> list[CheckpointRecord]:
+        """All checkpoints of the folder sorted by step, from names and manifests only."""
+        return scan_directory(self.directory)
+
+    def latest_step(self) -> int | None:
+        """The step ``restore()`` tries first, ``None`` when there is no valid checkpoint."""
+        order = resume_order(self.list(), self.run_id)
+        return order[0].step if order else None
+
+    def best_step(self, metric: str = "quality", mode: str = "max") -> int | None:
+        """Step of the valid checkpoint (any run) with the best ``metric``; ties: highest step."""
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+        best = best_record([r for r in self.list() if r.valid], metric, mode)
+        return best.step if best else None
+
+    def manifest(self, step: int) -> dict[str, Any]:
+        """The manifest dict of the checkpoint at ``step`` (the one ``restore(step)`` loads)."""
+        for rec in resume_order(self.list(), self.run_id):
+            if rec.step == step and rec.manifest_path is not None:
+                return read_manifest(rec.manifest_path)
+        raise CheckpointNotFoundError(
+            f"no committed checkpoint with a manifest at step {step} in {self.directory}"
+        )
+
+    def restore(
+        self, step: int | None = None, *, map_location: Any = "cpu", verify: bool = False
+    ) -> tuple[int, dict[str, Any]]:
+        """Load a checkpoint with ``torch.load(weights_only=True)``.
+
+        Which one, with ``step=None``: the newest valid checkpoint of this manager's run if it
+        has one; otherwise of the run that committed a checkpoint most recently (so a stale
+        higher step of an earlier run in the same folder does not shadow the newer run); then
+        the remaining ones by step. A truncated or corrupt file is renamed ``*.corrupt``
+        (with its manifest), logged, and the next one is tried; an unreadable one is skipped.
+        Restoring the newest checkpoint of a run before any save adopts that run's id (unless
+        ``run_id`` was given), so retention continues the same run.
+
+        Args:
+            step: A specific step (an error if it is missing or corrupt, nothing renamed).
+            map_location: Passed to ``torch.load``.
+            verify: Also check the sha256 of the file against the manifest.
+
+        Returns:
+            ``(step, state)``.
+
+        Raises:
+            CheckpointNotFoundError: No (valid) checkpoint.
+            CheckpointCorruptError: ``step`` was given and that checkpoint is unusable.
+        """
+        with self._lock:
+            self._collect()
+            records = self.list()
+            order = resume_order(records, self.run_id)
+            if step is not None:
+                order = [r for r in order if r.step == step]
+                if not order:
+                    raise CheckpointNotFoundError(
+                        f"no valid checkpoint at step {step} in {self.directory} "
+                        f"(found steps: {sorted({r.step for r in records if r.valid})[-10:]})"
+                    )
+                rec = order[0]
+                state = self._load(rec, map_location, verify)
+                self._maybe_adopt(rec, records)
+                return rec.step, state
+            for rec in order:
+                try:
+                    state = self._load(rec, map_location, verify)
+                except CheckpointCorruptError as exc:
+                    logger.warning("%s; renamed to *.corrupt, trying the next checkpoint", exc)
+                    self._quarantine(rec)
+                    continue
+                except OSError as exc:
+                    logger.warning(
+                        "cannot read %s (%s); skipped, trying the next checkpoint", rec.path, exc
+                    )
+                    continue
+                self._maybe_adopt(rec, records)
+                return rec.step, state
+            raise CheckpointNotFoundError(f"no valid checkpoint to restore in {self.directory}")
+
+    def _load(self, rec: CheckpointRecord, map_location: Any, verify: bool) -> dict[str, Any]:
+        import torch
+
+        if rec.manifest_path is not None:
+            manifest = read_manifest(rec.manifest_path)
+            size = rec.path.stat().st_size
+            if size != manifest["size_bytes"]:
+                raise CheckpointCorruptError(
+                    f"{rec.path}: {size} bytes, manifest says {manifest['size_bytes']}"
+                )
+            if verify and _sha256_file(rec.path) != manifest["sha256"]:
+                raise CheckpointCorruptError(f"{rec.path}: sha256 differs from its manifest")
+        try:
+            state = torch.load(rec.path, map_location=map_location, weights_only=True)
+        except OSError:
+            raise
+        except pickle.UnpicklingError as exc:
+            if "weights_only" in str(exc) or "Weights only" in str(exc):
+                raise CheckpointError(
+                    f"{rec.path}: holds objects that weights_only loading refuses: {exc}"
+                ) from exc
+            raise CheckpointCorruptError(f"{rec.path}: cannot be loaded ({exc})") from exc
+        except Exception as exc:  # truncated zip, bad CRC, garbage bytes
+            raise CheckpointCorruptError(
+                f"{rec.path}: cannot be loaded ({type(exc).__name__}: {exc})"
+            ) from exc
+        if not isinstance(state, dict):
+            raise CheckpointCorruptError(
+                f"{rec.path}: expected a dict state, found {type(state).__name__}"
+            )
+        return state
+
+    def _maybe_adopt(self, rec: CheckpointRecord, records: Sequence[CheckpointRecord]) -> None:
+        if self._run_id_given or self._saved_any or rec.run_id is None:
+            return
+        same_run = [r.step for r in records if r.valid and r.run_id == rec.run_id]
+        if rec.step == max(same_run):
+            logger.info("continuing run %s from step %d", rec.run_id, rec.step)
+            self.run_id = rec.run_id
+
+    @staticmethod
+    def _quarantine(rec: CheckpointRecord) -> None:
+        for p in (rec.path, rec.manifest_path):
+            if p is not None:
+                try:
+                    os.replace(p, p.with_name(p.name + ".corrupt"))
+                except OSError as exc:
+                    logger.warning("could not rename %s: %s", p, exc)
+
+    # -------------------------------------------------------------- lifecycle
+    def close(self) -> None:
+        """Wait for an in-flight save (raising its error) and stop the background thread."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._collect()
+            finally:
+                for pool in (self._executor, self._hasher):
+                    if pool is not None:
+                        pool.shutdown(wait=True)
+                self._executor = self._hasher = None
+                self._snapshot_buffers.clear()
+
+    def __enter__(self) -> CheckpointManager:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        try:
+            self.close()
+        except Exception as bg:  # don't hide the exception that is already propagating
+            logger.error("background checkpoint save failed while exiting: %s", bg)
+
+    def __repr__(self) -> str:
+        where = str(self.directory)
+        return f"CheckpointManager({where!r}, keep={self.keep!r}, run_id={self.run_id!r})"
+
+
+def _sha256_file(path: Path, chunk: int = 8 << 20) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+def verify_checkpoint(rec: CheckpointRecord) -> str | None:
+    """Check a committed file against its manifest (size and sha256): ``None`` if good, else why."""
+    if rec.manifest_path is None:
+        return None if rec.status == "legacy" else "no manifest (uncommitted save)"
+    try:
+        manifest = read_manifest(rec.manifest_path)
+        size = rec.path.stat().st_size
+        if size != manifest["size_bytes"]:
+            return f"size {size} bytes, manifest says {manifest['size_bytes']}"
+        if _sha256_file(rec.path) != manifest["sha256"]:
+            return "sha256 differs from the manifest"
+    except (OSError, ValueError) as exc:
+        return f"unreadable: {exc}"
+    return None
+
+
+def prune_checkpoints(
+    directory: str | os.PathLike[str],
+    *,
+    keep_last: int,
+    dry_run: bool = False,
+    best_metric: str = "quality",
+    best_mode: str = "max",
+) -> list[CheckpointRecord]:
+    """Delete all but the ``keep_last`` highest-step valid checkpoints of a folder (any run).
+
+    The checkpoint a resume would pick and the best one (by ``best_metric``) are always kept;
+    uncommitted or mismatching files are left alone for a human to look at.
+
+    Returns:
+        The records deleted (or that would be, with ``dry_run``).
+    """
+    if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1:
+        raise ValueError(f"keep_last must be an int >= 1, got {keep_last!r}")
+    records = [r for r in scan_directory(directory) if r.valid]
+    keep = {r.filename for r in sorted(records, key=lambda r: (r.step, r.filename))[-keep_last:]}
+    order = resume_order(records, None)
+    if order:
+        keep.add(order[0].filename)
+    best = best_record(records, best_metric, best_mode)
+    if best is not None:
+        keep.add(best.filename)
+    doomed = [r for r in records if r.filename not in keep]
+    if not dry_run:
+        for rec in doomed:
+            if rec.manifest_path is not None:
+                rec.manifest_path.unlink(missing_ok=True)
+            rec.path.unlink(missing_ok=True)
+            logger.info("pruned %s", rec.path)
+    return doomed
