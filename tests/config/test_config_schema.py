@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -191,3 +193,10 @@ def test_parse_assignment_errors() -> None:
 def test_example_settings_rejects_unknown_override() -> None:
     with pytest.raises(RuntimeConfigError, match="unknown key"):
         example_settings(max_LR=1)
+
+
+def test_docs_table_matches_the_schema() -> None:
+    page = Path(__file__).resolve().parents[2] / "docs" / "runtime-config.md"
+    rows = re.findall(r"^\| `(\w+)` \| ([\w-]+) \| ([^|]+) \| ([^|]+) \|$", page.read_text(), re.M)
+    table = [(k, c, e.strip(), d.strip()) for k, c, e, d in rows]
+    assert table == [(s.name, s.category, s.expected(), s.description) for s in describe_keys()]
