@@ -1,0 +1,250 @@
+"""The live page in a real headless Chromium (the system browser, driven by Playwright).
+
+A fake training loop in a thread updates a real MetricsSnapshot, drains the ActionQueue at
+step boundaries, feeds a real DeferredStatsWriter and polls a real RuntimeConfigManager.
+Without /usr/bin/chromium the tests skip, unless VSRKIT_REQUIRE_BROWSER=1 (CI): then they fail.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vsrkit.config import RuntimeConfigManager, example_settings
+from vsrkit.monitor import ActionQueue, MonitorServer
+from vsrkit.stats import DeferredStatsWriter, MetricsSnapshot
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def _need_browser(reason: str) -> None:
+    if os.environ.get("VSRKIT_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"browser tests required (VSRKIT_REQUIRE_BROWSER=1) but {reason}")
+    pytest.skip(reason)
+
+
+class FakeLoop(threading.Thread):
+    """Steps every few ms; acts on queued actions and config changes at step boundaries."""
+
+    def __init__(
+        self, run: Path, snapshot: MetricsSnapshot, queue: ActionQueue, config: RuntimeConfigManager
+    ) -> None:
+        super().__init__(daemon=True)
+        self.snapshot, self.queue, self.config = snapshot, queue, config
+        self.writer = DeferredStatsWriter(run, snapshot=snapshot, fsync=False, max_delay_steps=20)
+        self.stop_event = threading.Event()
+        self.paused = False
+        self.step = 0
+        self.applied: list[tuple[str, Any]] = []
+
+    def metrics(self, step: int) -> dict[str, Any]:
+        loss = 0.05 + 0.5 / math.sqrt(step)
+        return {
+            "step_current": step,
+            "step_max": 20000,
+            "epoch_num": 1 + step // 1000,
+            "epoch_step_current": step % 1000,
+            "epoch_step_total": 1000,
+            "learning_rate_value": 1e-4,
+            "lr_phase_name": "cosine",
+            "total_loss_value": loss,
+            "l1_loss_value": 0.55 * loss,
+            "ms_loss_value": 0.2 * loss,
+            "gradient_loss_value": 0.15 * loss,
+            "perceptual_loss_value": 0.1 * loss,
+            "l1_weight_current": 0.6,
+            "ms_weight_current": 0.2,
+            "gradient_weight_current": 0.1,
+            "perceptual_weight_current": 0.1,
+            "gradient_clip_val": self.config.current["grad_clip"],
+            "iteration_duration": 0.21,
+            "vram_usage_gb": 7.85,
+            "adam_momentum_avg": 0.0123,
+            "eta_total_formatted": "1:09:54",
+            "eta_epoch_formatted": "0:03:12",
+            "layer_activity_map": {
+                "Backward_Block_01": 0.42,
+                "Backward_Block_02": 0.61,
+                "Forward_Block_01": 0.55,
+                "Forward_Block_02": 0.93,
+                "Final_Fusion": 1.62,
+            },
+            "training_active": True,
+            "training_paused": self.paused,
+            "validation_running": False,
+            "last_update_time": time.time(),
+        }
+
+    def validate(self, step: int) -> None:
+        quality = 0.60 + 0.1 * (1 - 1 / math.sqrt(step))
+        self.writer.request(
+            step,
+            {
+                "quality_ki_value": quality,
+                "quality_lr_value": 0.58,
+                "quality_improvement_value": quality - 0.58,
+                "best_quality_ever": quality,
+            },
+        )
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            if not self.paused:
+                self.step += 1
+                self.writer.observe(self.step, self.metrics(self.step))
+                if self.step % 60 == 0:
+                    self.validate(self.step)
+            else:
+                self.snapshot.update(self.step, training_paused=True)
+            for action in self.queue.drain():  # step boundary: the loop acts
+                if action.command == "validate":
+                    self.validate(self.step)
+                elif action.command in ("pause", "resume"):
+                    self.paused = action.command == "pause"
+            for change in self.config.poll(self.step if not self.paused else 0):
+                self.applied.append((change.key, change.new))
+            time.sleep(0.01)
+        self.writer.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _need_browser("the playwright package is not installed")
+    if not Path(CHROMIUM).exists():
+        _need_browser(f"{CHROMIUM} is missing (apt-get install chromium)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def live(tmp_path: Path, browser: Any) -> Iterator[tuple[Any, FakeLoop, MonitorServer]]:
+    snapshot, queue = MetricsSnapshot(), ActionQueue()
+    config = RuntimeConfigManager(tmp_path, initial=example_settings(), poll_every=1)
+    loop = FakeLoop(tmp_path, snapshot, queue, config)
+    loop.start()
+    server = MonitorServer(snapshot=snapshot, actions=queue, config=config, port=0).start()
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(server.url)
+    yield page, loop, server
+    page.close()
+    server.stop()
+    loop.stop_event.set()
+    loop.join(timeout=10)
+    refused = "the server responded with a status of 422"  # the invalid setting, on purpose
+    assert [e for e in errors if refused not in e] == []  # no script error, no CSP violation
+
+
+def wait_until(page: Any, selector: str, predicate: Any, timeout: float = 15.0) -> str:
+    """Poll the text of ``selector`` until ``predicate(text)`` (the page's strict CSP forbids
+    the string evaluation that ``wait_for_function`` uses, so we poll from Python)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = page.text_content(selector) or ""
+        if predicate(text):
+            return text
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{selector}: condition not met; last text {text!r}")
+        time.sleep(0.05)
+
+
+def wait_count(page: Any, selector: str, predicate: Any, timeout: float = 20.0) -> int:
+    deadline = time.monotonic() + timeout
+    while not predicate(n := page.locator(selector).count()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{selector}: count {n} not as expected")
+        time.sleep(0.05)
+    return n
+
+
+def _step(page: Any) -> int:
+    text = page.text_content("#c-step") or ""
+    match = re.match(r"(\d+)", text)
+    return int(match.group(1)) if match else -1
+
+
+def test_step_rises_live(live) -> None:
+    page, loop, _ = live
+    wait_until(page, "#c-step", lambda t: t[:1].isdigit())
+    first = _step(page)
+    wait_until(page, "#c-step", lambda t: int(t.split()[0]) > first + 20)
+    assert page.text_content("#b-conn") == "live"  # pushed over /events, not polled
+    assert _step(page) <= loop.step
+
+
+def test_validate_button_makes_the_loop_write_a_statistik_file(live, tmp_path: Path) -> None:
+    page, loop, _ = live
+    wait_until(page, "#c-step", lambda t: t[:1].isdigit())
+    before = set(tmp_path.glob("Statistik_*.json"))
+    page.click("#btn-validate")
+    wait_until(page, "#toast", lambda t: t.startswith("queued: validate"))
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not (set(tmp_path.glob("Statistik_*.json")) - before):
+        time.sleep(0.05)
+    new = set(tmp_path.glob("Statistik_*.json")) - before
+    assert new, "no Statistik file after pressing Validate"
+    page.click("#btn-pause")
+    page.wait_for_selector("#b-paused.on", timeout=10000)
+    page.click("#btn-resume")
+    page.wait_for_selector("#b-training.on", timeout=10000)
+
+
+def test_invalid_setting_shows_its_error_next_to_the_field(live) -> None:
+    page, loop, _ = live
+    page.wait_for_selector("#cfg-grad_clip")
+    page.fill("#cfg-grad_clip", "99")
+    page.click("#cfg-apply")
+    error = wait_until(page, "#err-grad_clip", bool)
+    assert "expected a number in [0.1, 10]" in error
+    assert "bad" in (page.get_attribute("#cfg-grad_clip", "class") or "")
+    page.fill("#cfg-grad_clip", "2.5")
+    page.click("#cfg-apply")
+    wait_until(page, "#cfg-msg", lambda t: t.startswith("accepted"))
+    assert page.text_content("#err-grad_clip") == ""
+    deadline = time.monotonic() + 10
+    while ("grad_clip", 2.5) not in loop.applied and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ("grad_clip", 2.5) in loop.applied  # the loop picked it up at its next poll
+
+
+def test_screenshot_is_kept(live) -> None:
+    page, loop, _ = live
+    page.wait_for_selector("#cfg-grad_clip")
+    page.fill("#cfg-grad_clip", "1.5")
+    page.click("#cfg-apply")
+    wait_count(page, "#changes tr", lambda n: n >= 1)  # the change log shows it
+    wait_count(page, "#val-chart circle", lambda n: n >= 6)  # 3 validations
+    wait_count(page, "#layers tr", lambda n: n == 5)
+    assert page.text_content("#c-epoch").startswith("epoch 1 (")
+    assert "/1000)" in page.text_content("#c-epoch")  # integers are shown whole
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "monitor_dashboard.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if os.environ.get("VSRKIT_UPDATE_DOCS_SCREENSHOT") == "1":
+        shutil.copyfile(shot, Path(__file__).resolve().parents[2] / "docs" / shot.name)
