@@ -12,15 +12,16 @@ Example:
 
 from __future__ import annotations
 
-from vsrkit.config.manager import (
+from vsrkit.config.changes import (
     CHANGES_FILE,
     CONFIG_FILE,
     ConfigChange,
-    RuntimeConfigManager,
     SubmitResult,
+    append_changes,
     read_changes,
     snapshot_name,
 )
+from vsrkit.config.manager import RuntimeConfigManager
 from vsrkit.config.schema import (
     CATEGORIES,
     KeySpec,
@@ -43,6 +44,7 @@ __all__ = [
     "RuntimeConfigError",
     "RuntimeConfigManager",
     "SubmitResult",
+    "append_changes",
     "describe_keys",
     "example_settings",
     "load_schema",

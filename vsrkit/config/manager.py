@@ -1,25 +1,34 @@
 """RuntimeConfigManager: settings that change while training runs, validated and logged.
 
 Thread/process-safety contract: every public method takes one lock, so ``submit`` may be
-called from any thread (web monitor, terminal menu) while the loop calls ``poll``. Only the
+called from any thread (web monitor, terminal menu) while the loop calls ``poll``; the
+``broadcast`` call runs outside the lock, so a submit never waits for other ranks. Only the
 main process (``is_main=True``) reads or writes files; under DDP the other ranks receive the
-same decisions through the ``broadcast`` function at the same step.
+same decisions through ``broadcast`` at the same step. Two managers on one run folder (two
+trainers) are not supported.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from vsrkit._atomic import atomic_write_bytes, atomic_write_json
+from vsrkit.config.changes import (
+    CONFIG_FILE,
+    ConfigChange,
+    SubmitResult,
+    _json_safe,
+    append_changes,
+    snapshot_name,
+)
 from vsrkit.config.schema import (
     DOCUMENT,
     RuntimeConfigError,
@@ -32,116 +41,13 @@ from vsrkit.config.schema import (
     parse_json_strict,
     validate_config,
 )
+from vsrkit.config.watch import WatchedFile
 
-__all__ = [
-    "CHANGES_FILE",
-    "CONFIG_FILE",
-    "ConfigChange",
-    "RuntimeConfigManager",
-    "SubmitResult",
-    "read_changes",
-    "snapshot_name",
-]
+__all__ = ["RuntimeConfigManager"]
 
 logger = logging.getLogger(__name__)
 
-CONFIG_FILE = "runtime_config.json"
-CHANGES_FILE = "config_changes.jsonl"
 STATE_VERSION = 1
-_RACY_NS = 2_000_000_000  # a file younger than this is re-hashed at every poll step
-
-
-def _json_safe(value: Any) -> Any:
-    """``value`` if it is strict JSON, else its ``repr`` (for rejected values in the log)."""
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError):
-        return repr(value)
-    return value
-
-
-def snapshot_name(step: int) -> str:
-    """File name of the snapshot taken at ``step``: ``runtime_config_step_4000.json``."""
-    return f"runtime_config_step_{int(step)}.json"
-
-
-@dataclass(frozen=True)
-class ConfigChange:
-    """One accepted or rejected change of one key (a line of ``config_changes.jsonl``).
-
-    ``key`` is ``None`` when the whole document was unusable (not JSON, not an object).
-    ``step`` is ``None`` for a rejected ``submit`` made before the first ``poll``.
-
-    Example:
-        >>> c = ConfigChange(step=10, time=0.0, source="file", key="max_lr", old=1e-4,
-        ...                  new=2e-4, accepted=True, reason="")
-        >>> ConfigChange.from_dict(c.to_dict()) == c
-        True
-    """
-
-    step: int | None
-    time: float
-    source: str
-    key: str | None
-    old: Any
-    new: Any
-    accepted: bool
-    reason: str
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe form (the jsonl line)."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ConfigChange:
-        """Inverse of :meth:`to_dict`; raises ``RuntimeConfigError`` naming a missing field."""
-        missing = [f for f in cls.__dataclass_fields__ if f not in data]
-        if missing:
-            raise RuntimeConfigError(f"config change record lacks field(s) {missing}: {data!r}")
-        return cls(**{f: data[f] for f in cls.__dataclass_fields__})
-
-
-@dataclass(frozen=True)
-class SubmitResult:
-    """What :meth:`RuntimeConfigManager.submit` decided.
-
-    Example:
-        >>> r = SubmitResult(accepted=False, errors={"max_lr": "got 5, expected ..."})
-        >>> r.accepted, list(r.errors)
-        (False, ['max_lr'])
-    """
-
-    accepted: bool
-    errors: dict[str, str] = field(default_factory=dict)
-    changes: list[ConfigChange] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe form for a web API answer."""
-        return {
-            "accepted": self.accepted,
-            "errors": dict(self.errors),
-            "changes": [c.to_dict() for c in self.changes],
-        }
-
-
-def read_changes(run_dir: str | os.PathLike[str]) -> list[ConfigChange]:
-    """Read ``config_changes.jsonl`` of a run folder (missing file: empty list).
-
-    Raises:
-        RuntimeConfigError: Naming the file and line of a record that cannot be read.
-    """
-    path = Path(run_dir) / CHANGES_FILE
-    if not path.exists():
-        return []
-    out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            out.append(ConfigChange.from_dict(json.loads(line)))
-        except (ValueError, TypeError, RuntimeConfigError) as exc:
-            raise RuntimeConfigError(f"{path}:{n}: unreadable change record ({exc})") from None
-    return out
 
 
 Broadcast = Callable[[Any], Any]
@@ -211,10 +117,7 @@ class RuntimeConfigManager:
         self._queue: list[ConfigChange] = []
         self._history: list[ConfigChange] = []
         self._last_step: int | None = None
-        self._sig: tuple[int, int, int] | None = None  # (mtime_ns, size, inode) last read
-        self._hash: str | None = None  # content hash last processed
-        self._pending_invalid: str | None = None  # hash of unparsable content seen once
-        self._missing = False  # warned that the live file is gone
+        self._watch = WatchedFile(self.path)
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self._open_live_file()
@@ -242,7 +145,9 @@ class RuntimeConfigManager:
         """The value of ``key`` in effect; ``RuntimeConfigError`` for an unknown key."""
         with self._lock:
             if key not in self._current:
-                raise RuntimeConfigError(f"{key}: unknown key; known: {sorted(self._current)}")
+                raise RuntimeConfigError(
+                    f"{key}: unknown key" + _suggest(str(key), list(self._current))
+                )
             return self._current[key]
 
     # ------------------------------------------------------------------ changing
@@ -286,15 +191,16 @@ class RuntimeConfigManager:
         step = int(step)
         if step % self.poll_every != 0:
             return []
+        payload = None
         with self._lock:
             self._last_step = step
-            payload = None
             if self.is_main:
-                changes = [self._stamp(c, step) for c in self._queue]
+                changes = [replace(c, step=step) for c in self._queue]
                 self._queue.clear()
-                changes += self._check_file(step, source="file")
-                payload = [c.to_dict() for c in changes]
-            return self._share_and_apply(payload)
+                file_changes = self._check_file(step, source="file")
+                self._latest = self._after(file_changes)
+                payload = [c.to_dict() for c in changes + file_changes]
+        return self._share_and_apply(payload)
 
     def snapshot(self, step: int) -> Path:
         """Write the settings in effect to ``runtime_config_step_<step>.json`` (main rank)."""
@@ -321,20 +227,20 @@ class RuntimeConfigManager:
             every rank.
         """
         step = int(step)
+        payload = None
         with self._lock:
             self._last_step = step
-            payload = None
             if self.is_main:
                 changes = self._from_snapshot(step_or_path, step)
-                self._hash = None  # force a fresh look at the live file
-                self._sig = None
-                self._pending_invalid = None
+                self._watch.forget()  # a fresh look at the live file
                 changes += self._check_file(step, source="file", base=self._after(changes))
+                self._latest = self._after(changes)
                 payload = [c.to_dict() for c in changes]
-            accepted = self._share_and_apply(payload)
+        accepted = self._share_and_apply(payload)
+        with self._lock:
             if self.is_main and self._file_settings() != self._current:
                 self._write_live_file(self._current)  # the file shows the settings in effect
-            return accepted
+        return accepted
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -371,8 +277,7 @@ class RuntimeConfigManager:
             self._latest = dict(self._current)
             self._queue.clear()
             self._history = [ConfigChange.from_dict(c) for c in state["changes"]]
-            self._hash = None  # the live file is compared again at the next poll step
-            self._sig = None
+            self._watch.forget()  # the live file is compared again at the next poll step
 
     # ------------------------------------------------------------------ internals
     def _open_live_file(self) -> None:
@@ -399,9 +304,7 @@ class RuntimeConfigManager:
     def _write_live_file(self, settings: Mapping[str, Any]) -> None:
         data = (json.dumps(settings, indent=2, allow_nan=False) + "\n").encode("utf-8")
         atomic_write_bytes(self.path, data)
-        self._sig = None  # hashed at the next poll step, then trusted once it is old enough
-        self._hash = hashlib.sha256(data).hexdigest()
-        self._pending_invalid = None
+        self._watch.wrote(data)
 
     def _with_startup(self, doc: Any) -> Any:
         if not isinstance(doc, Mapping):
@@ -418,48 +321,15 @@ class RuntimeConfigManager:
         self, step: int, *, source: str, base: dict[str, Any] | None = None
     ) -> list[ConfigChange]:
         base = self._latest if base is None else base
-        try:
-            st = self.path.stat()
-            sig = (st.st_mtime_ns, st.st_size, st.st_ino)
-            if sig == self._sig and self._pending_invalid is None:
-                return []
-            data = self.path.read_bytes()
-        except FileNotFoundError:
-            if not self._missing:
-                logger.warning("%s is missing; keeping the running settings", self.path)
-                self._missing = True
-            self._sig = None
+        event = self._watch.look()
+        if event is None:
             return []
-        except OSError as exc:
-            logger.warning("cannot read %s (%s); keeping the running settings", self.path, exc)
-            return []
-        # Like git's "racily clean" rule: a file modified within the timestamp granularity
-        # may change again without a new (mtime, size), so it is hashed again next time.
-        self._missing = False
-        self._sig = sig if time.time_ns() - st.st_mtime_ns > _RACY_NS else None
-        digest = hashlib.sha256(data).hexdigest()
-        if digest == self._hash:
-            self._pending_invalid = None
-            return []
-        try:
-            doc = parse_json_strict(data)
-        except RuntimeConfigError as exc:
-            self._hash = digest
-            return [self._doc_change(source, f"{self.path.name}: {exc}", step)]
-        except ValueError as exc:
-            if self._pending_invalid != digest:  # maybe half-written: look again next time
-                self._pending_invalid = digest
-                logger.debug("%s not ready yet (%s)", self.path, exc)
-                return []
-            self._pending_invalid = None
-            self._hash = digest
-            return [self._doc_change(source, f"{self.path.name} is not valid JSON: {exc}", step)]
-        self._pending_invalid = None
-        self._hash = digest
-        errors = validate_config(doc, current=base, schema=self._schema)
+        if event.problem is not None:
+            return [self._doc_change(source, event.problem, step)]
+        errors = validate_config(event.doc, current=base, schema=self._schema)
         if DOCUMENT in errors:
             return [self._doc_change(source, f"{self.path.name}: {errors[DOCUMENT]}", step)]
-        return self._decide(doc, errors, source, step, base=base)
+        return self._decide(event.doc, errors, source, step, base=base)
 
     def _decide(
         self,
@@ -501,12 +371,6 @@ class RuntimeConfigManager:
     def _doc_change(self, source: str, reason: str, step: int | None) -> ConfigChange:
         return ConfigChange(step, time.time(), source, None, None, None, False, reason)
 
-    @staticmethod
-    def _stamp(change: ConfigChange, step: int) -> ConfigChange:
-        data = change.to_dict()
-        data["step"] = step
-        return ConfigChange.from_dict(data)
-
     def _from_snapshot(self, step_or_path: Any, step: int) -> list[ConfigChange]:
         if isinstance(step_or_path, int):
             path = self.run_dir / snapshot_name(step_or_path)
@@ -528,14 +392,17 @@ class RuntimeConfigManager:
         return self._decide(self._with_startup(doc), {}, "snapshot", step)
 
     def _share_and_apply(self, payload: list[dict[str, Any]] | None) -> list[ConfigChange]:
+        """Broadcast (outside the lock, so submits never wait on other ranks), then apply."""
         if self._broadcast is not None:
             payload = self._broadcast(payload)
         changes = [ConfigChange.from_dict(c) for c in payload or []]
-        for change in changes:
-            if change.accepted and change.key is not None:
-                self._current[change.key] = change.new
-        self._latest = dict(self._current)
-        self._record(changes)
+        with self._lock:
+            for change in changes:
+                if change.accepted and change.key is not None:
+                    self._current[change.key] = change.new
+            if not self.is_main:
+                self._latest = dict(self._current)
+            self._record(changes)
         return [c for c in changes if c.accepted]
 
     def _file_settings(self) -> Any:
@@ -559,9 +426,4 @@ class RuntimeConfigManager:
                     "Config Rejected: %s %s -> %s (%s)", c.key, _fmt(c.old), _fmt(c.new), c.reason
                 )
         if self.is_main:
-            path = self.run_dir / CHANGES_FILE
-            old = path.read_bytes() if path.exists() else b""
-            if old and not old.endswith(b"\n"):
-                old += b"\n"
-            lines = "".join(json.dumps(c.to_dict(), allow_nan=False) + "\n" for c in changes)
-            atomic_write_bytes(path, old + lines.encode("utf-8"))
+            append_changes(self.run_dir, changes)

@@ -1,0 +1,141 @@
+"""Change records of the runtime config: ``ConfigChange``, ``SubmitResult``, the jsonl log.
+
+Example:
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> append_changes(d, [ConfigChange(10, 0.0, "file", "max_lr", 1e-4, 2e-4, True, "")])
+    >>> [c.new for c in read_changes(d)]
+    [0.0002]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vsrkit._atomic import atomic_write_bytes
+from vsrkit.config.schema import RuntimeConfigError
+
+__all__ = [
+    "CHANGES_FILE",
+    "CONFIG_FILE",
+    "ConfigChange",
+    "SubmitResult",
+    "append_changes",
+    "read_changes",
+    "snapshot_name",
+]
+
+CONFIG_FILE = "runtime_config.json"
+CHANGES_FILE = "config_changes.jsonl"
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` if it is strict JSON, else its ``repr`` (for rejected values in the log)."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return repr(value)
+    return value
+
+
+def snapshot_name(step: int) -> str:
+    """File name of the snapshot taken at ``step``: ``runtime_config_step_4000.json``."""
+    return f"runtime_config_step_{int(step)}.json"
+
+
+@dataclass(frozen=True)
+class ConfigChange:
+    """One accepted or rejected change of one key (a line of ``config_changes.jsonl``).
+
+    ``key`` is ``None`` when the whole document was unusable (not JSON, not an object).
+    ``step`` is ``None`` for a rejected ``submit`` made before the first ``poll``.
+
+    Example:
+        >>> c = ConfigChange(step=10, time=0.0, source="file", key="max_lr", old=1e-4,
+        ...                  new=2e-4, accepted=True, reason="")
+        >>> ConfigChange.from_dict(c.to_dict()) == c
+        True
+    """
+
+    step: int | None
+    time: float
+    source: str
+    key: str | None
+    old: Any
+    new: Any
+    accepted: bool
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form (the jsonl line)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ConfigChange:
+        """Inverse of :meth:`to_dict`; raises ``RuntimeConfigError`` naming a missing field."""
+        missing = [f for f in cls.__dataclass_fields__ if f not in data]
+        if missing:
+            raise RuntimeConfigError(f"config change record lacks field(s) {missing}: {data!r}")
+        return cls(**{f: data[f] for f in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    """What :meth:`RuntimeConfigManager.submit` decided.
+
+    Example:
+        >>> r = SubmitResult(accepted=False, errors={"max_lr": "got 5, expected ..."})
+        >>> r.accepted, list(r.errors)
+        (False, ['max_lr'])
+    """
+
+    accepted: bool
+    errors: dict[str, str] = field(default_factory=dict)
+    changes: list[ConfigChange] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form for a web API answer."""
+        return {
+            "accepted": self.accepted,
+            "errors": dict(self.errors),
+            "changes": [c.to_dict() for c in self.changes],
+        }
+
+
+def append_changes(run_dir: str | os.PathLike[str], changes: Iterable[ConfigChange]) -> None:
+    """Append records to ``config_changes.jsonl``; the file is replaced atomically each time.
+
+    Changes are rare (a few per hour), so rewriting the file keeps every reader safe from a
+    half-written line at the cost of copying a small file.
+    """
+    path = Path(run_dir) / CHANGES_FILE
+    old = path.read_bytes() if path.exists() else b""
+    if old and not old.endswith(b"\n"):
+        old += b"\n"
+    lines = "".join(json.dumps(c.to_dict(), allow_nan=False) + "\n" for c in changes)
+    atomic_write_bytes(path, old + lines.encode("utf-8"))
+
+
+def read_changes(run_dir: str | os.PathLike[str]) -> list[ConfigChange]:
+    """Read ``config_changes.jsonl`` of a run folder (missing file: empty list).
+
+    Raises:
+        RuntimeConfigError: Naming the file and line of a record that cannot be read.
+    """
+    path = Path(run_dir) / CHANGES_FILE
+    if not path.exists():
+        return []
+    out = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(ConfigChange.from_dict(json.loads(line)))
+        except (ValueError, TypeError, RuntimeConfigError) as exc:
+            raise RuntimeConfigError(f"{path}:{n}: unreadable change record ({exc})") from None
+    return out
