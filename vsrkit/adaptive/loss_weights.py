@@ -294,7 +294,12 @@ class AdaptiveLossWeights:
         w = self._weights
         if self._phase == "Aggressive":
             push = self._max_change / max(len(self._aggressive), 1)
-            return [w[t] + push if t in self._aggressive else w[t] for t in self._terms]
+            up = {t: w[t] + push for t in self._aggressive}
+            rest = math.fsum(w[t] for t in self._terms if t not in up)
+            if rest <= 0.0:
+                return None
+            shrink = (1.0 - math.fsum(up.values())) / rest
+            return [up[t] if t in up else w[t] * shrink for t in self._terms]
         means = self._current_means()
         if any(m == 0.0 for m in means.values()):
             return None
@@ -307,7 +312,8 @@ class AdaptiveLossWeights:
             ratio = {
                 t: means[t] / self._prev_mean[t] if self._prev_mean[t] else 1.0 for t in self._terms
             }
-            factor = {t: math.exp(ratio[t] / self._temperature) for t in self._terms}
+            top = max(ratio.values())  # softmax shift: same target, no overflow
+            factor = {t: math.exp((ratio[t] - top) / self._temperature) for t in self._terms}
         else:
             factor = {t: 1.0 for t in self._terms}
         raw = [self._prior[t] * factor[t] / abs(means[t]) for t in self._terms]

@@ -30,7 +30,7 @@ class LRBoostPolicy:
         >>> policy = LRBoostPolicy(mode="reduce", factor=0.5, min_lr=1e-6)
         >>> tracker = PlateauTracker(patience=5, cooldown=0)
         >>> lrs = [1e-3, 1e-4]
-        >>> for step in range(11):
+        >>> for step in range(13):
         ...     new = policy.on_event(tracker.update(step, 1.0), step=step, lrs=lrs)
         ...     lrs = new if new is not None else lrs
         >>> lrs

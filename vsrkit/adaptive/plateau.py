@@ -124,7 +124,7 @@ class PlateauTracker:
     The counter resets when the EMA beats the best by the threshold, when a slower EMA
     shows the loss is still falling, or when ``quality`` beats its best by
     ``quality_threshold`` (relative); it rises at ``grace_rate`` on a slight improvement,
-    and by the step difference otherwise. At ``counter >= patience`` the event triggers,
+    and by the step difference otherwise. At ``counter > patience`` the event triggers,
     the counter restarts and ``cooldown`` steps follow without counting. With
     ``safety_steps`` set, it also triggers when no new best loss came for that many steps
     (runtime key ``plateau_safety_threshold``): a net for signals that keep resetting the
@@ -138,7 +138,7 @@ class PlateauTracker:
         >>> tracker = PlateauTracker(patience=20, cooldown=5)
         >>> events = [tracker.update(step, 1.0) for step in range(100)]
         >>> [e.step for e in events if e.triggered][:2]
-        [20, 46]
+        [21, 47]
     """
 
     def __init__(
@@ -383,7 +383,9 @@ class PlateauTracker:
                 "non-finite loss %r at step %d ignored (policy %s)", x, step, self._non_finite
             )
             if self._non_finite == "bad" and self._n:
-                return self._decide(step, delta, PlateauReason.NON_FINITE, False, sharpness_ratio)
+                return self._decide(
+                    step, delta, 1.0, PlateauReason.NON_FINITE, None, sharpness_ratio
+                )
             return self._event(step, False, PlateauReason.NON_FINITE, None, sharpness_ratio)
         self._last_step = step
         if self._first_step is None:
@@ -457,37 +459,44 @@ class PlateauTracker:
         if ema < best - thr:
             self._best = ema
             self._best_step = self._safety_anchor = step
-            return self._decide(step, 0, PlateauReason.IMPROVED, thr, sharpness_ratio)
+            return self._decide(step, delta, 0.0, PlateauReason.IMPROVED, thr, sharpness_ratio)
         if quality_up:
-            return self._decide(step, 0, PlateauReason.QUALITY, thr, sharpness_ratio)
+            return self._decide(step, delta, 0.0, PlateauReason.QUALITY, thr, sharpness_ratio)
         if self._slow / (1.0 - self._slow_decay) - ema > thr:
-            return self._decide(step, 0, PlateauReason.TREND, thr, sharpness_ratio)
+            return self._decide(step, delta, 0.0, PlateauReason.TREND, thr, sharpness_ratio)
         if ema < best - thr * self._grace_margin:
             return self._decide(
-                step, delta * self._grace_rate, PlateauReason.GRACE, thr, sharpness_ratio
+                step, delta, self._grace_rate, PlateauReason.GRACE, thr, sharpness_ratio
             )
-        return self._decide(step, delta, PlateauReason.NO_IMPROVEMENT, thr, sharpness_ratio)
+        return self._decide(step, delta, 1.0, PlateauReason.NO_IMPROVEMENT, thr, sharpness_ratio)
 
     def _decide(
         self,
         step: int,
-        add: float,
+        delta: int,
+        rate: float,
         reason: PlateauReason,
         thr: float | None,
         sharpness: float | None,
     ) -> PlateauEvent:
-        """Apply a counter increment (0 = reset), warmup, cooldown and the triggers."""
-        if step < self._first_step + self._warmup:  # type: ignore[operator]
+        """Advance the counter by ``rate`` x the counted steps (0 = reset); warmup, cooldown,
+        triggers. Only steps after the end of the warmup and of the cooldown are counted."""
+        warm_end = self._first_step + self._warmup  # type: ignore[operator]
+        if step < warm_end:
             self._counter = 0.0
             return self._event(step, False, PlateauReason.WARMUP, thr, sharpness)
         if step < self._cooldown_until:
             self._counter = 0.0
-            if add:
+            if rate:
                 reason = PlateauReason.COOLDOWN
             return self._event(step, False, reason, thr, sharpness)
-        self._counter = self._counter + add if add else 0.0
+        if rate:
+            counted = step - max(step - delta, self._cooldown_until, warm_end)
+            self._counter += rate * counted
+        else:
+            self._counter = 0.0
         triggered = False
-        if self._counter >= self._patience:
+        if self._counter > self._patience:
             triggered, reason = True, PlateauReason.PLATEAU
         elif self._safety_steps is not None and step - self._safety_anchor >= self._safety_steps:
             triggered, reason = True, PlateauReason.SAFETY
