@@ -135,3 +135,17 @@ def test_real_process_exit_codes(mgr: RuntimeConfigManager, run_dir: Path) -> No
         timeout=60,
     )
     assert ok.returncode == 0 and ok.stdout.strip().endswith("valid")
+
+
+def test_set_normalizes_integral_floats(mgr: RuntimeConfigManager, run_dir: Path) -> None:
+    assert run("set", str(run_dir), "plateau_patience=350.0")[0] == 0
+    assert (run_dir / CONFIG_FILE).read_text().count('"plateau_patience": 350,') == 1
+
+
+def test_importing_config_and_its_cli_does_not_import_torch() -> None:
+    code = "import sys, vsrkit.config, vsrkit.cli.config; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "False"
+    import vsrkit
+
+    assert vsrkit.RuntimeConfigManager is RuntimeConfigManager

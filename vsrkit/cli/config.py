@@ -96,7 +96,7 @@ def set_(run_dir: Path, assignments: tuple[str, ...]) -> None:
     A running trainer picks the change up at its next poll step.
     """
     from vsrkit._atomic import atomic_write_json
-    from vsrkit.config import CONFIG_FILE, parse_assignment, validate_config
+    from vsrkit.config import CONFIG_FILE, normalize_config, parse_assignment, validate_config
 
     path = run_dir / CONFIG_FILE
     current = _load(path)
@@ -109,7 +109,7 @@ def set_(run_dir: Path, assignments: tuple[str, ...]) -> None:
     errors = validate_config(proposal, current=current)
     if errors:
         _fail(path, errors)
-    atomic_write_json(path, proposal)
+    atomic_write_json(path, normalize_config(proposal))
     for key, value in patch.items():
         click.echo(f"{key}: {_fmt(current[key])} -> {_fmt(value)}")
 
