@@ -53,6 +53,7 @@ class CheckpointRecord:
         commit_time: Manifest ``unix_time`` (seconds), ``None`` without a manifest.
         metrics: Every metric of the manifest.
         manifest_path: The manifest's path, ``None`` when there is none.
+        size_bytes: File size in bytes, ``None`` if it could not be read.
 
     Example:
         >>> import tempfile
@@ -76,6 +77,7 @@ class CheckpointRecord:
     commit_time: float | None = None
     metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
     manifest_path: Path | None = None
+    size_bytes: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict of every field (paths as strings, timestamp as ISO 8601)."""
@@ -96,6 +98,7 @@ class CheckpointRecord:
             "commit_time": self.commit_time,
             "metrics": dict(self.metrics),
             "manifest_path": str(self.manifest_path) if self.manifest_path else None,
+            "size_bytes": self.size_bytes,
         }
 
 
@@ -183,6 +186,7 @@ def _make_record(
         commit_time=commit_time,
         metrics=metrics,
         manifest_path=mpath,
+        size_bytes=size if size >= 0 else None,
     )
 
 

@@ -1,0 +1,216 @@
+"""Damaged folders and failing disks: restore skips what it cannot trust, saves fail cleanly."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from vsrkit.checkpoint import (
+    CheckpointCorruptError,
+    CheckpointManager,
+    CheckpointNotFoundError,
+    CheckpointWriteError,
+    LatestN,
+)
+
+from .helpers import check_state, make_state
+
+
+def _three(tmp_path: Path) -> CheckpointManager:
+    mgr = CheckpointManager(tmp_path)
+    for s in (100, 200, 300):
+        mgr.save(s, make_state(s))
+    return mgr
+
+
+def test_truncated_newest_is_renamed_and_the_previous_one_restored(tmp_path: Path) -> None:
+    mgr = _three(tmp_path)
+    newest = tmp_path / "checkpoint_step_0000300.pth"
+    data = newest.read_bytes()
+    newest.write_bytes(data[: len(data) // 2])
+    assert [r.valid for r in mgr.list()] == [True, True, False]  # size disagrees with manifest
+    step, state = CheckpointManager(tmp_path).restore()
+    assert step == 200
+    check_state(200, state)
+
+
+def test_damaged_zip_with_matching_size_is_caught_by_loading(tmp_path: Path) -> None:
+    _three(tmp_path)
+    newest = tmp_path / "checkpoint_step_0000300.pth"
+    data = bytearray(newest.read_bytes())
+    data[-60:] = bytes(60)  # the zip's central directory: same size, unloadable
+    newest.write_bytes(bytes(data))
+    fresh = CheckpointManager(tmp_path)
+    assert fresh.restore()[0] == 200
+    assert (tmp_path / "checkpoint_step_0000300.pth.corrupt").exists()
+    assert (tmp_path / "checkpoint_step_0000300.json.corrupt").exists()
+    assert [r.step for r in fresh.list()] == [100, 200]
+
+
+def test_explicit_corrupt_step_raises_and_renames_nothing(tmp_path: Path) -> None:
+    mgr = _three(tmp_path)
+    (tmp_path / "checkpoint_step_0000200.pth").write_bytes(b"garbage" * 100)
+    fresh = CheckpointManager(tmp_path)
+    with pytest.raises(CheckpointNotFoundError, match="step 200"):
+        fresh.restore(200)  # size mismatch: not valid at all
+    data = (tmp_path / "checkpoint_step_0000100.pth").read_bytes()
+    (tmp_path / "checkpoint_step_0000100.pth").write_bytes(b"\0" * len(data))
+    with pytest.raises(CheckpointCorruptError, match="checkpoint_step_0000100.pth"):
+        fresh.restore(100)
+    assert (tmp_path / "checkpoint_step_0000100.pth").exists()
+    assert mgr.restore()[0] == 300
+
+
+def test_bit_flip_in_a_tensor_is_caught_by_verify(tmp_path: Path) -> None:
+    # torch.load does not check zip CRCs: a flipped bit in tensor data loads silently.
+    # restore(verify=True) compares the sha256 of the manifest and moves on.
+    _three(tmp_path)
+    newest = tmp_path / "checkpoint_step_0000300.pth"
+    data = bytearray(newest.read_bytes())
+    data[bytes(data).index(torch.full((64,), 300.0).numpy().tobytes()) + 8] ^= 0x01
+    newest.write_bytes(bytes(data))
+    assert CheckpointManager(tmp_path).restore(300)[0] == 300  # undetected without verify
+    step, state = CheckpointManager(tmp_path).restore(verify=True)
+    assert step == 200
+    check_state(200, state)
+    assert (tmp_path / "checkpoint_step_0000300.pth.corrupt").exists()
+
+
+def test_missing_manifest_means_uncommitted_and_is_skipped(tmp_path: Path) -> None:
+    mgr = _three(tmp_path)
+    (tmp_path / "checkpoint_step_0000300.json").unlink()
+    rec = mgr.list()[-1]
+    assert (rec.step, rec.valid, rec.status) == (300, False, "uncommitted")
+    assert mgr.latest_step() == 200
+    assert CheckpointManager(tmp_path).restore()[0] == 200
+    assert (tmp_path / "checkpoint_step_0000300.pth").exists()  # left for a human, not renamed
+
+
+def test_garbage_manifest_is_a_mismatch(tmp_path: Path) -> None:
+    mgr = _three(tmp_path)
+    (tmp_path / "checkpoint_step_0000300.json").write_text("{not json")
+    (tmp_path / "checkpoint_step_0000200.json").write_text('{"format": "other"}')
+    assert [r.status for r in mgr.list()] == ["committed", "mismatch", "mismatch"]
+    assert CheckpointManager(tmp_path).restore()[0] == 100
+
+
+def test_unreadable_checkpoint_is_skipped_not_renamed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mgr = _three(tmp_path)
+    newest = tmp_path / "checkpoint_step_0000300.pth"
+    real_load = torch.load
+
+    def load(f: object, *a: object, **k: object) -> object:
+        if Path(str(f)) == newest:
+            raise PermissionError(errno.EACCES, "Permission denied", str(f))
+        return real_load(f, *a, **k)
+
+    monkeypatch.setattr(torch, "load", load)
+    assert CheckpointManager(tmp_path).restore()[0] == 200
+    assert newest.exists()
+    del mgr
+
+
+def test_legacy_directory_named_like_a_checkpoint_is_unreadable(tmp_path: Path) -> None:
+    torch.save(make_state(5), tmp_path / "checkpoint_step_5.pth")
+    (tmp_path / "checkpoint_step_9.pth").mkdir()  # open() fails for real, even as root
+    step, state = CheckpointManager(tmp_path).restore()
+    assert step == 5
+    check_state(5, state)
+
+
+def test_every_checkpoint_corrupt_raises_not_found(tmp_path: Path) -> None:
+    (tmp_path / "checkpoint_step_1.pth").write_bytes(b"nope")
+    (tmp_path / "checkpoint_step_2.pth").write_bytes(b"")
+    with pytest.raises(CheckpointNotFoundError, match="no valid checkpoint"):
+        CheckpointManager(tmp_path).restore()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "checkpoint_step_1.pth.corrupt",
+        "checkpoint_step_2.pth.corrupt",
+    ]
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EACCES])
+def test_write_error_removes_temp_keeps_previous_and_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    mgr = CheckpointManager(tmp_path, keep=LatestN(1))
+    mgr.save(1, make_state(1, n=300_000))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    real_fdopen = os.fdopen
+
+    class Failing:
+        def __init__(self, fh: object) -> None:
+            self._fh, self.written = fh, 0
+
+        def write(self, data: object) -> int:
+            self.written += memoryview(data).nbytes  # type: ignore[arg-type]
+            if self.written > 100_000:  # fails part-way through, like a filling disk
+                raise OSError(code, os.strerror(code))
+            return self._fh.write(data)  # type: ignore[attr-defined]
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self._fh, name)
+
+        def __enter__(self) -> Failing:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self._fh.close()  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(os, "fdopen", lambda *a, **k: Failing(real_fdopen(*a, **k)))
+    with pytest.raises(CheckpointWriteError, match=errno.errorcode[code]) as info:
+        mgr.save(2, make_state(2, n=300_000))
+    assert "checkpoint_step_0000002.pth" in str(info.value)
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    step, state = mgr.restore()
+    check_state(1, state, n=300_000)
+
+
+def test_manifest_write_failure_leaves_no_uncommitted_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import vsrkit.checkpoint.manager as manager_mod
+
+    mgr = CheckpointManager(tmp_path)
+    mgr.save(1, make_state(1))
+
+    def no_space(*a: object, **k: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(manager_mod, "atomic_write_json", no_space)
+    with pytest.raises(CheckpointWriteError, match="ENOSPC"):
+        mgr.save(2, make_state(2))
+    assert [r.step for r in mgr.list()] == [1]
+
+
+def test_free_space_guard_refuses_before_writing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mgr = CheckpointManager(tmp_path, min_free_mb=10)
+    mgr.save(1, make_state(1))
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=5_000_000))
+    with pytest.raises(CheckpointWriteError, match="not enough free space"):
+        mgr.save(2, make_state(2))
+    assert [r.step for r in mgr.list()] == [1]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_read_only_folder_is_a_clear_error(tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root ignores folder permissions")
+    mgr = CheckpointManager(tmp_path)
+    tmp_path.chmod(0o500)
+    try:
+        with pytest.raises(CheckpointWriteError):
+            mgr.save(1, make_state(1))
+    finally:
+        tmp_path.chmod(0o700)
