@@ -166,15 +166,17 @@ def test_submit_is_queued_until_the_next_poll_step(
 
 
 def test_submit_rejections(mgr: RuntimeConfigManager, run_dir: Path) -> None:
-    mgr.poll(10)
     result = mgr.submit({"max_lr": float("nan"), "cooldown_duration": 30})
     assert not result.accepted and result.errors == {"max_lr": "got nan, expected a finite number"}
+    assert [c.step for c in result.changes] == [None, None]  # the step comes with the poll
     assert mgr.latest == example_settings() == live_doc(run_dir)
+    assert read_jsonl(run_dir) == [] and mgr.poll(10) == []
     rows = read_jsonl(run_dir)
-    assert [(r["key"], r["step"], r["new"]) for r in rows] == [
-        ("max_lr", 10, "nan"),
-        ("cooldown_duration", 10, 30),
+    assert [(r["key"], r["step"], r["new"], r["accepted"]) for r in rows] == [
+        ("max_lr", 10, "nan", False),
+        ("cooldown_duration", 10, 30, False),
     ]
+    assert rows[1]["reason"] == "rejected with the rest of the proposal (max_lr)"
     assert mgr.submit({"min_lr": 1e-5}).accepted
     errors = mgr.submit({"max_lr": 1e-5 / 2}).errors  # against the latest accepted min_lr
     assert errors["max_lr"].startswith("got 5e-06, expected")
@@ -185,6 +187,25 @@ def test_submit_rejections(mgr: RuntimeConfigManager, run_dir: Path) -> None:
     }
     out = mgr.submit({"l1_weight": 0.5, "ms_weight": 0.3})  # sum 1.0: fine together
     assert out.accepted and {c.key for c in out.changes} == {"l1_weight", "ms_weight"}
+
+
+def test_submit_takes_in_an_unseen_file_edit(mgr: RuntimeConfigManager, run_dir: Path) -> None:
+    edit(run_dir, cooldown_duration=150)  # not polled yet
+    assert mgr.submit({"grad_clip": 3.0}).accepted
+    assert live_doc(run_dir)["cooldown_duration"] == 150  # the rewrite kept the edit
+    changes = mgr.poll(10)
+    assert [(c.source, c.key, c.new) for c in changes] == [
+        ("file", "cooldown_duration", 150),
+        ("web", "grad_clip", 3.0),
+    ]
+    edit(run_dir, cooldown_duration=500)  # rejected edit, then a submit
+    assert mgr.submit({"grad_clip": 4.0}).accepted
+    assert live_doc(run_dir)["cooldown_duration"] == 150
+    assert [c.key for c in mgr.poll(20)] == ["grad_clip"]
+    assert [(r["step"], r["key"], r["accepted"]) for r in read_jsonl(run_dir)[2:]] == [
+        (20, "cooldown_duration", False),
+        (20, "grad_clip", True),
+    ]
 
 
 def test_concurrent_submits_from_threads(mgr: RuntimeConfigManager, run_dir: Path) -> None:
@@ -262,6 +283,7 @@ def test_every_rank_returns_the_same_changes_at_the_same_step(run_dir: Path) -> 
                 edit(run_dir, plateau_patience=600)
             if rank == 0 and step == 33:
                 assert ranks[0].submit({"grad_clip": 3.0}).accepted
+                assert not ranks[0].submit({"batch_size": 2}).accepted  # in every history
             if rank == 0 and step == 44:
                 edit(run_dir, grad_clip=50.0)  # rejected: no rank applies it
             seen[rank][step] = ranks[rank].poll(step)
@@ -279,6 +301,12 @@ def test_every_rank_returns_the_same_changes_at_the_same_step(run_dir: Path) -> 
     assert group.calls == [6, 6]  # one broadcast per poll step, none in between
     assert ranks[0].current == ranks[1].current and ranks[1].get("grad_clip") == 3.0
     assert ranks[0].state_dict() == ranks[1].state_dict()
+    assert [(c.step, c.key, c.accepted) for c in ranks[1].changes] == [
+        (20, "plateau_patience", True),
+        (40, "grad_clip", True),
+        (40, "batch_size", False),
+        (50, "grad_clip", False),
+    ]
 
 
 def test_state_dict_json_round_trip(mgr: RuntimeConfigManager, run_dir: Path) -> None:

@@ -53,7 +53,8 @@ class ConfigChange:
     """One accepted or rejected change of one key (a line of ``config_changes.jsonl``).
 
     ``key`` is ``None`` when the whole document was unusable (not JSON, not an object).
-    ``step`` is ``None`` for a rejected ``submit`` made before the first ``poll``.
+    ``step`` is the step at which the loop saw it (``None`` only inside a fresh
+    ``SubmitResult``: a submit gets its step at the next poll step).
 
     Example:
         >>> c = ConfigChange(step=10, time=0.0, source="file", key="max_lr", old=1e-4,

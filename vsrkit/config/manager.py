@@ -116,7 +116,6 @@ class RuntimeConfigManager:
         self._latest = dict(self._current)  # current + accepted submits not yet polled
         self._queue: list[ConfigChange] = []
         self._history: list[ConfigChange] = []
-        self._last_step: int | None = None
         self._watch = WatchedFile(self.path)
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -155,29 +154,33 @@ class RuntimeConfigManager:
         """Propose new values for some keys (web page, terminal menu); thread-safe.
 
         The patch is merged into the latest settings and validated exactly like a file edit,
-        accepted or rejected whole. An accepted patch rewrites ``runtime_config.json``
-        atomically and is queued: the next ``poll`` step returns it, so the loop applies it
-        at a step boundary. A rejected patch is logged and recorded at once.
+        accepted or rejected whole, and the answer comes at once. An accepted patch rewrites
+        ``runtime_config.json`` atomically. Either way the decision is queued: the next
+        ``poll`` step returns the accepted changes to the loop, and logs and records every
+        decision with that step. A file edit not yet seen by a poll is taken in first, so
+        the rewrite never loses it.
         """
         if not self.is_main:
             raise RuntimeConfigError("submit() is only available on the main rank")
         with self._lock:
+            file_changes = self._check_file(None, source="file")
+            self._queue.extend(file_changes)
+            self._latest = self._after(file_changes)
             if not isinstance(patch, Mapping):
                 errors = {DOCUMENT: f"expected a mapping of settings, got {type(patch).__name__}"}
-                self._record([self._doc_change(source, errors[DOCUMENT], self._last_step)])
+                self._queue.append(self._doc_change(source, errors[DOCUMENT], None))
                 return SubmitResult(accepted=False, errors=errors)
             doc = {**self._latest, **{k: v for k, v in patch.items() if k in self._specs}}
             errors = validate_config(doc, current=self._latest, schema=self._schema)
             for key in patch:
                 if key not in self._specs:
                     errors[str(key)] = "unknown key" + _suggest(str(key), list(self._specs))
-            changes = self._decide(patch, errors, source, self._last_step, keys=list(patch))
+            changes = self._decide(patch, errors, source, None, keys=list(patch))
+            self._queue.extend(changes)
             if errors:
-                self._record(changes)
                 return SubmitResult(accepted=False, errors=errors, changes=changes)
             self._latest = normalize_config(doc, self._schema)
             self._write_live_file(self._latest)
-            self._queue.extend(changes)
             return SubmitResult(accepted=True, changes=changes)
 
     def poll(self, step: int) -> list[ConfigChange]:
@@ -193,7 +196,6 @@ class RuntimeConfigManager:
             return []
         payload = None
         with self._lock:
-            self._last_step = step
             if self.is_main:
                 changes = [replace(c, step=step) for c in self._queue]
                 self._queue.clear()
@@ -206,7 +208,6 @@ class RuntimeConfigManager:
         """Write the settings in effect to ``runtime_config_step_<step>.json`` (main rank)."""
         path = self.run_dir / snapshot_name(step)
         with self._lock:
-            self._last_step = int(step)
             if self.is_main:
                 atomic_write_json(path, self._current)
         return path
@@ -229,7 +230,6 @@ class RuntimeConfigManager:
         step = int(step)
         payload = None
         with self._lock:
-            self._last_step = step
             if self.is_main:
                 changes = self._from_snapshot(step_or_path, step)
                 self._watch.forget()  # a fresh look at the live file
@@ -318,7 +318,7 @@ class RuntimeConfigManager:
         return out
 
     def _check_file(
-        self, step: int, *, source: str, base: dict[str, Any] | None = None
+        self, step: int | None, *, source: str, base: dict[str, Any] | None = None
     ) -> list[ConfigChange]:
         base = self._latest if base is None else base
         event = self._watch.look()
