@@ -19,22 +19,30 @@ PHASES = ("Stable", "Aggressive", "Cooldown")
 
 
 def _project(target: list[float], lo: list[float], hi: list[float], total: float) -> list[float]:
-    """Closest shift of ``target`` into the box ``[lo, hi]`` whose sum is ``total``."""
+    """Closest shift of ``target`` into the box ``[lo, hi]`` whose sum is ``total``.
 
-    def clipped(tau: float) -> list[float]:
-        return [min(h, max(l_, t + tau)) for t, l_, h in zip(target, lo, hi, strict=True)]
+    ``g(tau) = sum(clip(target + tau, lo, hi))`` is piecewise linear and non-decreasing;
+    the answer is found exactly between two of its breakpoints (needs sum(lo) <= total <=
+    sum(hi)).
+    """
+    triples = list(zip(target, lo, hi, strict=True))
 
-    a = min(l_ - t for t, l_ in zip(target, lo, strict=True))
-    b = max(h - t for t, h in zip(target, hi, strict=True))
-    for _ in range(100):
-        mid = 0.5 * (a + b)
-        if sum(clipped(mid)) < total:
-            a = mid
-        else:
-            b = mid
-        if b - a <= 1e-15:
-            break
-    return clipped(0.5 * (a + b))
+    def g(tau: float) -> float:
+        return math.fsum(min(h, max(l_, t + tau)) for t, l_, h in triples)
+
+    points = sorted({l_ - t for t, l_, _ in triples} | {h - t for t, _, h in triples})
+    prev_tau, prev_g = points[0], g(points[0])
+    tau = prev_tau
+    if prev_g < total:
+        tau = points[-1]
+        for point in points[1:]:
+            value = g(point)
+            if value >= total:
+                slope = (value - prev_g) / (point - prev_tau)
+                tau = prev_tau + (total - prev_g) / slope if slope > 0 else point
+                break
+            prev_tau, prev_g = point, value
+    return [min(h, max(l_, t + tau)) for t, l_, h in triples]
 
 
 class AdaptiveLossWeights:
