@@ -326,6 +326,18 @@ def test_state_dict_json_round_trip(mgr: RuntimeConfigManager, run_dir: Path) ->
     assert json.loads(json.dumps(other.state_dict()))["config"] == other.current
 
 
+def test_restore_snapshot_by_path_or_integer(mgr: RuntimeConfigManager, run_dir: Path) -> None:
+    np = pytest.importorskip("numpy")
+    mgr.submit({"grad_clip": 2.0})
+    mgr.poll(10)
+    path = mgr.snapshot(10)
+    mgr.submit({"grad_clip": 3.0})
+    mgr.poll(20)
+    (run_dir / CONFIG_FILE).write_text(path.read_text())  # live file back to step 10 too
+    assert [c.new for c in mgr.restore_snapshot(np.int64(10), step=10)] == [2.0]
+    assert mgr.restore_snapshot(str(path), step=10) == []
+
+
 def test_load_state_dict_refuses_bad_state(mgr: RuntimeConfigManager) -> None:
     good = mgr.state_dict()
     with pytest.raises(RuntimeConfigError, match="version must be 1, got 7"):
@@ -336,6 +348,8 @@ def test_load_state_dict_refuses_bad_state(mgr: RuntimeConfigManager) -> None:
         mgr.load_state_dict({**good, "config": {**good["config"], "max_lr": 1}})
     with pytest.raises(RuntimeConfigError, match="lacks field"):
         mgr.load_state_dict({**good, "changes": [{"step": 1}]})
+    with pytest.raises(RuntimeConfigError, match="must be an object, got 3"):
+        mgr.load_state_dict({**good, "changes": [3], "config": {**good["config"], "min_lr": 2e-6}})
     assert mgr.current == example_settings()
 
 
@@ -353,3 +367,25 @@ def test_snapshot_file(mgr: RuntimeConfigManager, run_dir: Path) -> None:
 def test_get_unknown_key(mgr: RuntimeConfigManager) -> None:
     with pytest.raises(RuntimeConfigError, match="max_LR: unknown key"):
         mgr.get("max_LR")
+
+
+def test_submit_does_not_wait_for_a_slow_broadcast(run_dir: Path) -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_broadcast(obj: Any) -> Any:
+        entered.set()
+        assert release.wait(10)
+        return obj
+
+    mgr = RuntimeConfigManager(run_dir, initial=example_settings(), broadcast=slow_broadcast)
+    poller = threading.Thread(target=mgr.poll, args=(10,))
+    poller.start()
+    assert entered.wait(10)  # the loop is inside the broadcast (other ranks are late)
+    answered = []
+    web = threading.Thread(target=lambda: answered.append(mgr.submit({"grad_clip": 5.0})))
+    web.start()
+    web.join(5)
+    release.set()
+    poller.join(10)
+    assert answered and answered[0].accepted  # answered while the broadcast was pending
+    assert [c.new for c in mgr.poll(20)] == [5.0]

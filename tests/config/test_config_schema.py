@@ -200,3 +200,15 @@ def test_docs_table_matches_the_schema() -> None:
     rows = re.findall(r"^\| `(\w+)` \| ([\w-]+) \| ([^|]+) \| ([^|]+) \|$", page.read_text(), re.M)
     table = [(k, c, e.strip(), d.strip()) for k, c, e, d in rows]
     assert table == [(s.name, s.category, s.expected(), s.description) for s in describe_keys()]
+
+
+def test_numpy_scalars_are_plain_numbers() -> None:
+    np = pytest.importorskip("numpy")
+    doc = example_settings(n_feats=np.int64(32), max_lr=np.float32(2e-4), grad_clip=np.float64(2))
+    assert validate_config(doc) == {}
+    out = normalize_config(doc)
+    assert type(out["n_feats"]) is int and type(out["max_lr"]) is float
+    json.dumps(out)  # JSON-safe
+    errors = validate_config(example_settings(max_lr=np.float64("nan")))
+    assert errors == {"max_lr": "got nan, expected a finite number"}
+    assert "expected an integer" in validate_config(example_settings(seed=np.bool_(True)))["seed"]

@@ -79,6 +79,8 @@ class ConfigChange:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ConfigChange:
         """Inverse of :meth:`to_dict`; raises ``RuntimeConfigError`` naming a missing field."""
+        if not isinstance(data, Mapping):
+            raise RuntimeConfigError(f"config change record must be an object, got {data!r}")
         missing = [f for f in cls.__dataclass_fields__ if f not in data]
         if missing:
             raise RuntimeConfigError(f"config change record lacks field(s) {missing}: {data!r}")

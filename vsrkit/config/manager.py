@@ -273,10 +273,11 @@ class RuntimeConfigManager:
                 raise RuntimeConfigError(
                     "runtime config state: " + "; ".join(f"{k}: {m}" for k, m in errors.items())
                 )
+            history = [ConfigChange.from_dict(c) for c in state["changes"]]
             self._current = normalize_config(doc, self._schema)
             self._latest = dict(self._current)
             self._queue.clear()
-            self._history = [ConfigChange.from_dict(c) for c in state["changes"]]
+            self._history = history
             self._watch.forget()  # the live file is compared again at the next poll step
 
     # ------------------------------------------------------------------ internals
@@ -372,10 +373,10 @@ class RuntimeConfigManager:
         return ConfigChange(step, time.time(), source, None, None, None, False, reason)
 
     def _from_snapshot(self, step_or_path: Any, step: int) -> list[ConfigChange]:
-        if isinstance(step_or_path, int):
-            path = self.run_dir / snapshot_name(step_or_path)
-        else:
+        if isinstance(step_or_path, (str, os.PathLike)):
             path = Path(step_or_path)
+        else:
+            path = self.run_dir / snapshot_name(int(step_or_path))
         try:
             doc = parse_json_strict(path.read_bytes())
         except FileNotFoundError:

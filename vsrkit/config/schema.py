@@ -13,6 +13,7 @@ import difflib
 import functools
 import json
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -234,7 +235,15 @@ def _suggest(key: str, choices: list[str]) -> str:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A real number, including numpy scalars (``np.float32(1e-4)``), but not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _builtin(value: Any) -> Any:
+    """numpy (or other) scalars as plain int/float, so the schema sees JSON types."""
+    if type(value) in (int, float) or not _is_number(value):
+        return value
+    return int(value) if isinstance(value, numbers.Integral) else float(value)
 
 
 def validate_config(
@@ -265,6 +274,7 @@ def validate_config(
     specs = {s.name: s for s in describe_keys(schema)}
     if not isinstance(doc, Mapping):
         return {DOCUMENT: f"expected a JSON object of settings, got {type(doc).__name__}"}
+    doc = {key: _builtin(value) for key, value in doc.items()}
     errors: dict[str, str] = {}
     for key in doc:
         if key not in specs:
@@ -333,6 +343,8 @@ def _normal(spec: KeySpec, value: Any) -> Any:
         return int(value)
     if spec.type == "number" and _is_number(value):
         return float(value)
+    if spec.type == "string" and isinstance(value, str):
+        return str(value)  # a str subclass (e.g. numpy.str_) becomes plain str
     return value
 
 
