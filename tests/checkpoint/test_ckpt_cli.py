@@ -1,0 +1,137 @@
+"""``vsrkit checkpoints``: list, show, verify, prune; the list path never imports torch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from vsrkit.checkpoint import CheckpointManager
+from vsrkit.cli import cli
+
+from .helpers import make_state
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    mgr = CheckpointManager(tmp_path, run_id="cli")
+    for s in range(1, 13):
+        mgr.save(
+            s * 100,
+            make_state(s),
+            metrics={"quality": s / 20, "loss": 1 / s},
+            tag="best" if s == 5 else None,
+        )
+    return tmp_path
+
+
+def _run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.output
+
+
+def test_list_shows_the_last_ten(run_dir: Path) -> None:
+    code, out = _run("checkpoints", "list", str(run_dir))
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["#", "Step", "Type", "Quality", "Loss", "Date"]
+    rows = [ln.split() for ln in lines[2:12]]
+    assert [r[1] for r in rows] == [
+        "300",
+        "400",
+        "500",
+        "600",
+        "700",
+        "800",
+        "900",
+        "1,000",
+        "1,100",
+        "1,200",
+    ]
+    assert rows[2][2] == "best" and rows[-1][3] == "60.0%"
+    assert "--all" in lines[-1]
+
+
+def test_list_all_and_json(run_dir: Path) -> None:
+    code, out = _run("checkpoints", "list", str(run_dir), "--all")
+    assert code == 0 and len([ln for ln in out.splitlines() if ln[:1].isdigit()]) == 12
+    code, out = _run("checkpoints", "list", str(run_dir), "--json", "--all")
+    records = json.loads(out)
+    assert [r["step"] for r in records] == [s * 100 for s in range(1, 13)]
+    assert set(records[0]) >= {
+        "path",
+        "filename",
+        "step",
+        "type",
+        "quality",
+        "loss",
+        "size_mb",
+        "timestamp",
+        "date_str",
+        "valid",
+    }
+    assert records[4]["type"] == "best" and records[0]["valid"] is True
+
+
+def test_list_empty_and_missing_folder(tmp_path: Path) -> None:
+    assert _run("checkpoints", "list", str(tmp_path)) == (0, f"no checkpoints in {tmp_path}\n")
+    code, out = _run("checkpoints", "list", str(tmp_path / "nope"))
+    assert code == 2 and "does not exist" in out
+
+
+def test_show(run_dir: Path) -> None:
+    code, out = _run("checkpoints", "show", str(run_dir), "500")
+    assert code == 0
+    info = json.loads(out)
+    assert info["manifest"]["step"] == 500 and info["manifest"]["tag"] == "best"
+    code, out = _run("checkpoints", "show", str(run_dir), "501")
+    assert code == 1 and "no checkpoint at step 501" in out and "Traceback" not in out
+
+
+def test_verify_ok_then_corrupt(run_dir: Path) -> None:
+    code, out = _run("checkpoints", "verify", str(run_dir))
+    assert code == 0 and "12 checkpoint(s), 0 corrupt" in out
+    p = run_dir / "checkpoint_step_0000700.pth"
+    data = bytearray(p.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    p.write_bytes(bytes(data))
+    (run_dir / "checkpoint_step_0001300.pth").write_bytes(b"interrupted")
+    code, out = _run("checkpoints", "verify", str(run_dir))
+    assert code == 1
+    assert "CORRUPT      checkpoint_step_0000700.pth: sha256 differs" in out
+    assert "UNCOMMITTED  checkpoint_step_0001300.pth" in out
+    assert "13 checkpoint(s), 1 corrupt" in out
+
+
+def test_prune_dry_run_then_for_real(run_dir: Path) -> None:
+    code, out = _run("checkpoints", "prune", str(run_dir), "--keep-last", "3", "--dry-run")
+    assert (
+        code == 0 and "would delete 9 checkpoint(s)" in out
+    )  # the best (1200) is among the last 3
+    assert len(list(run_dir.glob("*.pth"))) == 12
+    code, out = _run("checkpoints", "prune", str(run_dir), "--keep-last", "3")
+    assert code == 0
+    steps = [r.step for r in CheckpointManager(run_dir).list()]
+    assert steps == [1000, 1100, 1200]
+    code, out = _run("checkpoints", "prune", str(run_dir), "--keep-last", "0")
+    assert code == 2
+
+
+def test_list_in_a_real_process_does_not_import_torch(run_dir: Path) -> None:
+    code = (
+        "import sys\n"
+        "from vsrkit.cli import main\n"
+        "try:\n"
+        f"    main(['checkpoints', 'list', {str(run_dir)!r}])\n"
+        "except SystemExit as e:\n"
+        "    assert e.code in (0, None), e.code\n"
+        "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("NO-TORCH")
+    assert "1,200" in out.stdout
