@@ -83,23 +83,27 @@ class MetricsSnapshot:
             ValueError: If ``step`` is not an int >= 0, a name is not a non-empty string, or a
                 value is ``None`` (leave a field out when it was not measured).
         """
-        _check_step(step)
-        items = dict(values) if values else {}
+        if type(step) is not int or step < 0:
+            _check_step(step)
         if kwargs:
-            items.update(kwargs)
-        for name, value in items.items():
-            if value is None:
-                raise ValueError(
-                    f"MetricsSnapshot.update: field {name!r} is None at step {step}; "
-                    "leave a field out when it was not measured"
-                )
-            if not isinstance(name, str) or not name:
+            items = {**values, **kwargs} if values else kwargs
+        else:
+            items = values or {}
+        if None in items.values():
+            name = next(n for n, v in items.items() if v is None)
+            raise ValueError(
+                f"MetricsSnapshot.update: field {name!r} is None at step {step}; "
+                "leave a field out when it was not measured"
+            )
+        for name in items:
+            if type(name) is not str or not name:
                 raise ValueError(f"MetricsSnapshot.update: field names must be strings: {name!r}")
         now = time.time()
+        new = tuple.__new__
         with self._lock:
             data = self._data
             for name, value in items.items():
-                data[name] = Measurement(value, step, now)
+                data[name] = new(Measurement, (value, step, now))
             self._revision += 1
 
     def get(self, name: str) -> Measurement | None:
