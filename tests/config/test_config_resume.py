@@ -157,3 +157,17 @@ def test_restore_is_the_same_on_every_rank(run_dir: Path) -> None:
         t.join()
     assert out[0] == out[1] and [c.key for c in out[0]] == ["max_lr", "plateau_patience"]
     assert ranks[1].current == ranks[0].current == live_doc(run_dir)
+
+
+def test_broken_live_file_at_resume_is_recorded_then_replaced(run_dir: Path) -> None:
+    first = RuntimeConfigManager(run_dir, initial=example_settings())
+    first.submit({"grad_clip": 2.0})
+    first.poll(10)
+    first.snapshot(10)
+    (run_dir / "runtime_config.json").write_text('{"grad_clip": 3.')  # left broken
+    mgr = RuntimeConfigManager(run_dir, initial=example_settings())
+    assert [(c.key, c.new) for c in mgr.restore_snapshot(10, step=10)] == [("grad_clip", 2.0)]
+    row = read_jsonl(run_dir)[-1]
+    assert (row["step"], row["source"], row["key"], row["accepted"]) == (10, "file", None, False)
+    assert "not valid JSON" in row["reason"]
+    assert live_doc(run_dir) == mgr.current  # the file shows the settings in effect again

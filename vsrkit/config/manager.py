@@ -233,7 +233,8 @@ class RuntimeConfigManager:
             if self.is_main:
                 changes = self._from_snapshot(step_or_path, step)
                 self._watch.forget()  # a fresh look at the live file
-                changes += self._check_file(step, source="file", base=self._after(changes))
+                base = self._after(changes)
+                changes += self._check_file(step, source="file", base=base, patient=False)
                 self._latest = self._after(changes)
                 payload = [c.to_dict() for c in changes]
         accepted = self._share_and_apply(payload)
@@ -319,10 +320,15 @@ class RuntimeConfigManager:
         return out
 
     def _check_file(
-        self, step: int | None, *, source: str, base: dict[str, Any] | None = None
+        self,
+        step: int | None,
+        *,
+        source: str,
+        base: dict[str, Any] | None = None,
+        patient: bool = True,
     ) -> list[ConfigChange]:
         base = self._latest if base is None else base
-        event = self._watch.look()
+        event = self._watch.look(patient=patient)
         if event is None:
             return []
         if event.problem is not None:

@@ -58,8 +58,13 @@ class WatchedFile:
         self._sig, self._pending = None, None
         self._hash = hashlib.sha256(data).hexdigest()
 
-    def look(self) -> FileEvent | None:
-        """``None`` when there is nothing new (or the file is not ready yet)."""
+    def look(self, *, patient: bool = True) -> FileEvent | None:
+        """``None`` when there is nothing new (or, if ``patient``, the file is not ready yet).
+
+        Args:
+            patient: Give unparsable content one more look before reporting it (an editor
+                may be half-way through writing). ``False`` reports it at once (at resume).
+        """
         try:
             st = self.path.stat()
             sig = (st.st_mtime_ns, st.st_size, st.st_ino)
@@ -87,7 +92,7 @@ class WatchedFile:
             self._hash, self._pending = digest, None
             return FileEvent(problem=f"{self.path.name}: {exc}")
         except ValueError as exc:
-            if self._pending != digest:  # maybe half-written: one more look next time
+            if patient and self._pending != digest:  # maybe half-written: look again later
                 self._pending = digest
                 logger.debug("%s not ready yet (%s)", self.path, exc)
                 return None
