@@ -133,3 +133,40 @@ def test_random_submits(patches: list[dict[str, Any]]) -> None:
         mgr.poll(10)
         assert mgr.current == mgr.latest
         assert validate_config(mgr.current) == {}
+
+
+@settings(max_examples=60)
+@given(data=st.binary(max_size=64) | corrupted_bytes() | documents.map(lambda d: _dumps(d)))
+def test_random_snapshots_and_restarts(data: bytes) -> None:
+    """A restart on a random live file and a resume from a random snapshot never crash."""
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp)
+        (run_dir / CONFIG_FILE).write_bytes(data)
+        mgr = RuntimeConfigManager(run_dir, initial=example_settings())  # a restart
+        before = mgr.current
+        (run_dir / "runtime_config_step_5.json").write_bytes(data)
+        (run_dir / CONFIG_FILE).write_bytes(json.dumps(before).encode())
+        changes = mgr.restore_snapshot(5, step=5)
+        try:
+            doc = parse_json_strict(data)
+        except (ValueError, RuntimeConfigError):
+            doc = None
+        startup = {s.name: before[s.name] for s in describe_keys() if not s.live}
+        snap = (
+            {**doc, **{k: v for k, v in startup.items() if k in doc}}
+            if isinstance(doc, dict)
+            else doc
+        )
+        valid = isinstance(snap, dict) and not validate_config(snap)
+        # a usable snapshot is taken; the live file (still `before`) is a newer edit on top
+        assert mgr.current == before
+        assert all(c.accepted for c in changes)
+        if valid:
+            snap_keys = {k for k, v in normalize_config(snap).items() if v != before[k]}
+            assert {c.key for c in changes if c.source == "snapshot"} == snap_keys
+        else:
+            assert changes == []
+
+
+def _dumps(doc: Any) -> bytes:
+    return json.dumps(doc, allow_nan=True).encode()
