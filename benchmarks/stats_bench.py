@@ -61,7 +61,7 @@ def observe_rows(number: int, repeat: int) -> list[tuple[str, str, float, float]
 
 def write_rows(repeat: int) -> list[tuple[str, str, float, float]]:
     rows = []
-    doc_template = {name: None for name in STAT_FIELDS}
+    doc_template: dict[str, object] = {name: None for name in STAT_FIELDS}
     doc_template.update(METRICS, step_current=500)
     with tempfile.TemporaryDirectory() as d:
         target = Path(d) / "plain.json"

@@ -208,3 +208,18 @@ def test_cli_stats_imports_no_torch(tmp_path: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@given(
+    steps=st.sets(st.integers(0, 10**9), max_size=8),
+    template=st.sampled_from(["Statistik_{step}.json", "stats-{step}.json", "{step}.json"]),
+)
+def test_load_parses_steps_from_any_template(steps: set[int], template: str) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        for s in steps:
+            Path(d, template.format(step=s)).write_text(json.dumps({"step_current": s}))
+            Path(d, template.format(step=f"{s}x")).write_text("{}")  # not a step: ignored
+        records = load_statistics(d, filename_template=template)
+    assert [r["step_current"] for r in records] == sorted(steps)

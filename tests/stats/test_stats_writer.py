@@ -278,3 +278,39 @@ def test_load_state_dict_rejects_bad_state(tmp_path: Path, state: dict) -> None:
     with pytest.raises(ValueError, match="DeferredStatsWriter state"):
         w.load_state_dict(state)
     assert w.pending == (5,)
+
+
+def test_request_for_a_pending_step_replaces_its_metrics(tmp_path: Path, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="vsrkit.stats.writer")
+    w, _ = make(tmp_path, training_fields=["l1_loss_value"])
+    w.request(10, {"quality_ki_value": 0.1})
+    w.request(10, {"quality_ki_value": 0.2, "best_quality_ever": 0.2})
+    assert w.pending == (10,)
+    assert any("replaced" in m for m in caplog.messages)
+    w.observe(11, {"l1_loss_value": 0.3})
+    doc = read(tmp_path / "Statistik_10.json")
+    assert (doc["quality_ki_value"], doc["best_quality_ever"]) == (0.2, 0.2)
+
+
+def test_a_tensor_value_fails_the_file_with_a_clear_message(tmp_path: Path, caplog) -> None:
+    torch = pytest.importorskip("torch")
+    w, _ = make(tmp_path, training_fields=["l1_loss_value"])
+    w.request(10, VALIDATION)
+    assert w.observe(11, {"l1_loss_value": torch.tensor(0.5)}) == []  # stored, never synced
+    msg = next(m for m in caplog.messages if m.startswith("Failed to save statistics JSON"))
+    assert "'l1_loss_value'" in msg and ".item()" in msg
+    with pytest.raises(TypeError, match="quality_ki_value"):
+        w.request(20, {"quality_ki_value": torch.tensor(0.5)})
+
+
+def test_written_files_load_back_without_warnings(tmp_path: Path, caplog) -> None:
+    from vsrkit.stats import load_statistics
+
+    w, snap = make(tmp_path)
+    for v in (500, 1000):
+        w.request(v, VALIDATION)
+        w.observe(v + 1, LOSSES)
+    caplog.clear()
+    caplog.set_level(logging.WARNING)
+    assert [r["step_current"] for r in load_statistics(tmp_path)] == [500, 1000]
+    assert caplog.messages == []

@@ -11,7 +11,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from vsrkit._atomic import atomic_write_bytes, atomic_write_text
 from vsrkit.stats.fields import LOSS_FIELDS, STAT_FIELDS
@@ -162,7 +162,7 @@ def write_csv(records: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]
 _COMPARED = tuple(f for f in STAT_FIELDS if f not in ("layer_activity_map", "last_update_time"))
 
 
-def _is_num(value: Any) -> bool:
+def _is_num(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 

@@ -85,6 +85,7 @@ class MetricsSnapshot:
         """
         if type(step) is not int or step < 0:
             _check_step(step)
+        items: Mapping[str, Any]
         if kwargs:
             items = {**values, **kwargs} if values else kwargs
         else:

@@ -18,6 +18,8 @@ Tags written (same names as the seed system, so saved dashboards keep working)::
     Events/Validation_Run                marker    log_validation
     Events/Validation, Events/Timeline   text      log_validation, log_config_change
     hparams (plugin)                     -         log_hyperparameters
+
+Text goes through ``SummaryWriter.add_text``, which stores it under ``<tag>/text_summary``.
 """
 
 from __future__ import annotations
