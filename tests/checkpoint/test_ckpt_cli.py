@@ -135,3 +135,25 @@ def test_list_in_a_real_process_does_not_import_torch(run_dir: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("NO-TORCH")
     assert "1,200" in out.stdout
+
+
+def test_demo_example_writes_a_listable_folder(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(root / "examples" / "make_demo_checkpoints.py"),
+            str(tmp_path),
+            "--steps",
+            "60",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    records = CheckpointManager(tmp_path).list()
+    assert 60 in [r.step for r in records if r.type == "regular"]
+    assert all(r.valid and r.loss is not None and r.step % 20 == 0 for r in records)
+    step, state = CheckpointManager(tmp_path).restore()
+    assert step == 60 and set(state) == {"model", "optimizer", "rng"}
