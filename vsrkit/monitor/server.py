@@ -180,8 +180,9 @@ class MonitorServer:
         """Bind and serve in a daemon thread; returns ``self``."""
         if self._httpd is not None:
             return self
-        handler = type("BoundHandler", (MonitorHandler,), {"monitor": self})
-        handler.timeout = self.request_timeout
+        handler = type(
+            "BoundHandler", (MonitorHandler,), {"monitor": self, "timeout": self.request_timeout}
+        )
         try:
             httpd = ThreadingHTTPServer((self.host, self._requested_port), handler)
         except OSError as exc:

@@ -77,7 +77,7 @@ def read_snapshot(snapshot: Any) -> tuple[dict[str, Any], dict[str, int]]:
 
 def _spec_rows(config: Any, latest: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The live settings with value, type, range, category and description."""
-    specs = getattr(config, "specs", None)
+    specs: Any = getattr(config, "specs", None)  # a manager may expose its own schema's keys
     if callable(specs):
         specs = specs()
     if specs is None:
@@ -86,10 +86,10 @@ def _spec_rows(config: Any, latest: Mapping[str, Any]) -> list[dict[str, Any]]:
         specs = describe_keys(live_only=True)
     rows = []
     for spec in specs:
-        row = dict(spec.to_dict()) if hasattr(spec, "to_dict") else dict(spec)
+        row: dict[str, Any] = dict(spec.to_dict()) if hasattr(spec, "to_dict") else dict(spec)
         if row.get("live", True) is False:
             continue
-        key = row.pop("name", None) or row.get("key")
+        key = str(row.pop("name", None) or row.get("key"))
         row["key"] = key
         row["value"] = latest.get(key)
         rows.append(row)
