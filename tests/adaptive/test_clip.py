@@ -41,6 +41,9 @@ def test_override_non_finite_and_errors():
         clip.configure(grad_clip=50)
     with pytest.raises(AdaptiveError, match="grad_norm must be a float"):
         clip.observe(3, [1.0])
+    torch = pytest.importorskip("torch")
+    with pytest.raises(AdaptiveError, match=r"call \.item\(\) once per log interval"):
+        clip.observe(3, torch.tensor(1.0))
     with pytest.raises(AdaptiveError, match="step must increase"):
         clip.observe(2, 1.0)
     with pytest.raises(AdaptiveError, match="initial must be <= 10.0"):

@@ -8,7 +8,10 @@ from typing import Any
 
 from vsrkit.errors import VsrkitError
 
-__all__ = ["AdaptiveError", "check_number", "check_int", "check_state"]
+__all__ = ["AdaptiveError", "HUGE", "check_number", "check_int", "check_state"]
+
+#: inputs larger than this in magnitude count as non-finite (their squares would overflow)
+HUGE = 1e150
 
 
 class AdaptiveError(VsrkitError, ValueError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 from collections import deque
 from typing import Any
 
@@ -81,7 +82,7 @@ class GradClipAdapter:
             raise AdaptiveError(
                 f"GradClipAdapter.observe: step must increase, got {step} after {self._last_step}"
             )
-        if isinstance(grad_norm, bool) or not isinstance(grad_norm, (int, float)):
+        if isinstance(grad_norm, bool) or not isinstance(grad_norm, numbers.Real):
             raise AdaptiveError(
                 f"GradClipAdapter.observe: grad_norm must be a float (call .item() once per "
                 f"log interval), got {type(grad_norm).__name__}"

@@ -7,7 +7,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from vsrkit.adaptive._common import AdaptiveError, check_int, check_number, check_state
+from vsrkit.adaptive._common import HUGE, AdaptiveError, check_int, check_number, check_state
 from vsrkit.adaptive.plateau import PlateauEvent
 
 __all__ = ["AdaptiveLossWeights", "MODES", "PHASES"]
@@ -68,7 +68,7 @@ class AdaptiveLossWeights:
     :meth:`set_weights` may leave the sum anywhere within ``1 +- sum_tolerance``; updates
     bring it back to 1). :meth:`set_weights` starts a ``Cooldown`` in the adaptive modes.
     An update with a missing, unknown or non-finite loss changes nothing (missing/unknown
-    raise, non-finite is skipped and counted). Not thread-safe.
+    raise; non-finite, or ``|value| > 1e150``, is skipped and counted). Not thread-safe.
 
     Example:
         >>> w = AdaptiveLossWeights(("l1", "grad"), mode="balance", max_change=0.1)
@@ -258,7 +258,7 @@ class AdaptiveLossWeights:
         if plateau is not None:
             self._plateau_counter = plateau.counter
             self._boost_available = plateau.lr_boost_available
-        if not all(math.isfinite(v) for v in values.values()):
+        if not all(-HUGE <= v <= HUGE for v in values.values()):
             self._skipped += 1
             log.warning("step %d: non-finite loss term(s) %s: weights unchanged", step, values)
             return dict(self._weights)

@@ -9,10 +9,17 @@ from __future__ import annotations
 
 import logging
 import math
-from enum import Enum
-from typing import Any, NamedTuple
+from typing import Any
 
-from vsrkit.adaptive._common import AdaptiveError, check_int, check_number, check_state, opt_float
+from vsrkit.adaptive._common import (
+    HUGE,
+    AdaptiveError,
+    check_int,
+    check_number,
+    check_state,
+    opt_float,
+)
+from vsrkit.adaptive.events import PlateauEvent, PlateauReason
 
 __all__ = ["PlateauReason", "PlateauEvent", "PlateauTracker", "RUNTIME_KEYS"]
 
@@ -28,73 +35,6 @@ RUNTIME_KEYS: dict[str, str] = {
     "plateau_safety_threshold": "safety_steps",
     "cooldown_duration": "cooldown",
 }
-
-
-class PlateauReason(str, Enum):
-    """Why an update came out the way it did; ``.message`` is a readable sentence."""
-
-    WARMUP = "warmup"
-    NON_FINITE = "non_finite"
-    IMPROVED = "improved"
-    QUALITY = "quality"
-    TREND = "trend"
-    GRACE = "grace"
-    NO_IMPROVEMENT = "no_improvement"
-    COOLDOWN = "cooldown"
-    PLATEAU = "plateau"
-    SAFETY = "safety"
-
-    @property
-    def message(self) -> str:
-        return _MESSAGES[self]
-
-
-_MESSAGES = {
-    PlateauReason.WARMUP: "warming up: smoothing the loss, not counting yet",
-    PlateauReason.NON_FINITE: "loss was NaN or infinite: value ignored (see non_finite policy)",
-    PlateauReason.IMPROVED: "smoothed loss improved on the best by more than the threshold",
-    PlateauReason.QUALITY: "quality metric improved: counter reset",
-    PlateauReason.TREND: "smoothed loss is still falling: counter reset",
-    PlateauReason.GRACE: "slight improvement: counter rising at the grace rate",
-    PlateauReason.NO_IMPROVEMENT: "no improvement: counter rising",
-    PlateauReason.COOLDOWN: "in cooldown after a trigger: not counting",
-    PlateauReason.PLATEAU: "plateau: no improvement for `patience` steps",
-    PlateauReason.SAFETY: "safety net: no new best loss for `safety_steps` steps",
-}
-
-
-class PlateauEvent(NamedTuple):
-    """The tracker's answer to one :meth:`PlateauTracker.update`.
-
-    ``counter`` and ``stalled_steps`` are in steps (the caller's step numbers); ``ema``,
-    ``best`` and ``threshold`` are in loss units (``None`` before the first finite loss).
-    ``stalled_steps`` counts steps since the last new best loss and is not reset by a trigger.
-    """
-
-    step: int
-    triggered: bool
-    reason: PlateauReason
-    counter: int
-    ema: float | None
-    best: float | None
-    threshold: float | None
-    in_cooldown: bool
-    cooldown_remaining: int
-    lr_boost_available: bool
-    aggressive: bool
-    sharpness_ratio: float | None
-    stalled_steps: int
-
-    @property
-    def message(self) -> str:
-        """The reason as a sentence, e.g. for a log line."""
-        return self.reason.message
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict (the reason as its string value)."""
-        d = self._asdict()
-        d["reason"] = self.reason.value
-        return d
 
 
 _SETTINGS = (
@@ -130,8 +70,9 @@ class PlateauTracker:
     (runtime key ``plateau_safety_threshold``): a net for signals that keep resetting the
     counter while the loss itself never improves.
 
-    Non-finite losses follow ``non_finite``: ``"skip"`` (default; ignored, reported as
-    ``NON_FINITE``), ``"bad"`` (counted as a step without improvement) or ``"raise"``.
+    Non-finite losses (and ``|loss| > 1e150``) follow ``non_finite``: ``"skip"`` (default;
+    ignored, reported as ``NON_FINITE``), ``"bad"`` (counted as a step without improvement)
+    or ``"raise"``.
     Steps must increase from call to call. Not thread-safe; call it from the loop.
 
     Example:
@@ -140,6 +81,19 @@ class PlateauTracker:
         >>> [e.step for e in events if e.triggered][:2]
         [21, 47]
     """
+
+    _patience: int
+    _cooldown: int
+    _warmup: int
+    _safety_steps: int | None
+    _rel_threshold: tuple[float, float]
+    _level_decades: float
+    _noise_k: float
+    _grace_margin: float
+    _grace_rate: float
+    _quality_threshold: float
+    _aggressive_sharpness: float
+    _non_finite: str
 
     def __init__(
         self,
@@ -243,7 +197,7 @@ class PlateauTracker:
 
     @property
     def patience(self) -> int:
-        return self._patience  # type: ignore[no-any-return]
+        return self._patience
 
     # -------------------------------------------------------------------- state
     def _reset_state(self) -> None:
@@ -297,19 +251,25 @@ class PlateauTracker:
         keys = tuple(k for k in self.state_dict() if k != "version")
         st = check_state("PlateauTracker", state, _VERSION, keys)
         owner = "PlateauTracker"
-        try:
-            vals = {
-                "n": check_int(owner, "n", st["n"]),
-                "first_step": None if st["first_step"] is None else int(st["first_step"]),
-                "last_step": None if st["last_step"] is None else int(st["last_step"]),
-                "best_step": None if st["best_step"] is None else int(st["best_step"]),
-                "safety_anchor": None if st["safety_anchor"] is None else int(st["safety_anchor"]),
-                "cooldown_until": int(st["cooldown_until"]),
-                "triggers": check_int(owner, "triggers", st["triggers"]),
-                "nonfinite_count": check_int(owner, "non_finite_count", st["non_finite_count"]),
-            }
-        except (TypeError, ValueError) as exc:
-            raise AdaptiveError(f"{owner}.load_state_dict: bad step value: {exc}") from exc
+        low = -(2**62)
+
+        def opt_step(key: str) -> int | None:
+            return (
+                None
+                if st[key] is None
+                else check_int(f"{owner}.load_state_dict", key, st[key], low=low)
+            )
+
+        vals: dict[str, Any] = {
+            "n": check_int(owner, "n", st["n"]),
+            "first_step": opt_step("first_step"),
+            "last_step": opt_step("last_step"),
+            "best_step": opt_step("best_step"),
+            "safety_anchor": opt_step("safety_anchor"),
+            "cooldown_until": check_int(owner, "cooldown_until", st["cooldown_until"], low=low),
+            "triggers": check_int(owner, "triggers", st["triggers"]),
+            "nonfinite_count": check_int(owner, "non_finite_count", st["non_finite_count"]),
+        }
         for key in ("ema", "slow", "noise", "decay", "slow_decay", "noise_decay", "counter"):
             vals[key] = check_number(f"{owner}.load_state_dict", key, st[key])
         for key in ("prev", "first", "best", "best_quality"):
@@ -372,7 +332,7 @@ class PlateauTracker:
             )
         delta = 1 if last is None else step - last
         x = float(loss)
-        if x - x != 0.0:  # NaN or +-inf
+        if not -HUGE <= x <= HUGE:  # NaN, +-inf, or so large that the EMA would overflow
             if self._non_finite == "raise":
                 raise AdaptiveError(f"PlateauTracker.update: loss at step {step} is {x}")
             self._nonfinite_count += 1
@@ -498,7 +458,11 @@ class PlateauTracker:
         triggered = False
         if self._counter > self._patience:
             triggered, reason = True, PlateauReason.PLATEAU
-        elif self._safety_steps is not None and step - self._safety_anchor >= self._safety_steps:
+        elif (
+            self._safety_steps is not None
+            and self._safety_anchor is not None
+            and step - self._safety_anchor >= self._safety_steps
+        ):
             triggered, reason = True, PlateauReason.SAFETY
         if triggered:
             self._triggers += 1
