@@ -40,6 +40,10 @@ class FieldSpec(NamedTuple):
         group: ``"training"``, ``"validation"``, ``"progress"``, ``"adaptive"``,
             ``"performance"`` or ``"status"``.
         meaning: One-line meaning (the full text is in ``docs/statistics.md``).
+
+    Example:
+        >>> FIELDS["vram_usage_gb"].unit, FIELDS["vram_usage_gb"].group
+        ('GiB', 'performance')
     """
 
     name: str

@@ -29,6 +29,10 @@ class Measurement(NamedTuple):
         value: The value as given (a float, int, bool, str or a mapping such as a layer map).
         step: Training step at which it was measured.
         time: Unix time (seconds) at which it was recorded.
+
+    Example:
+        >>> Measurement(0.0156, 100, 1707213600.0).step
+        100
     """
 
     value: Any
