@@ -238,3 +238,15 @@ def test_any_float_input_gives_sane_events(values):
         for x in (e.ema, e.best, e.threshold):
             assert x is None or not math.isnan(x)
     json.dumps(tracker.state_dict(), allow_nan=False)
+
+
+def test_grace_slows_the_counter_on_a_slight_improvement():
+    values = [1.0] + [0.997] * 120  # 0.3% better: above half the 0.5% threshold, below it
+    slow = PlateauTracker(patience=20, cooldown=0)
+    events = run(slow, values)
+    assert PlateauReason.GRACE in {e.reason for e in events}
+    plain = PlateauTracker(patience=20, cooldown=0, grace_rate=1.0)
+    first_plain = trigger_steps(run(plain, values))[0]
+    first_grace = trigger_steps(events)[0]
+    assert first_plain == 21
+    assert 30 <= first_grace <= 45
