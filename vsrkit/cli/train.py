@@ -1,0 +1,102 @@
+"""``vsrkit train``: parse flags into a :class:`~vsrkit.train.config.TrainConfig` and run it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from vsrkit.errors import VsrkitError
+
+PRESET_NAMES = ("quick", "paper")
+
+
+@click.command()
+@click.option(
+    "--preset",
+    type=click.Choice(PRESET_NAMES),
+    default="quick",
+    show_default=True,
+    help="quick: a few minutes on a CPU; paper: the full model, for a GPU.",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSON or TOML file of startup settings (flags override it).",
+)
+@click.option(
+    "--data",
+    type=str,
+    metavar="PATH|synthetic",
+    help="REDS-style or Vimeo-90K folder; default: the built-in synthetic clips.",
+)
+@click.option("--steps", type=click.IntRange(min=1), help="Total training steps.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Clips per step and process.")
+@click.option("--model", type=click.Choice(("tiny", "small", "paper")), help="Model size preset.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Peak learning rate.")
+@click.option("--seed", type=int, help="Seed of model, data order and augmentation.")
+@click.option(
+    "--log-every", type=click.IntRange(min=1), help="Steps between log lines (and the one sync)."
+)
+@click.option("--val-every", type=click.IntRange(min=1), help="Steps between validations.")
+@click.option("--ckpt-every", type=click.IntRange(min=1), help="Steps between checkpoints.")
+@click.option("--keep-last", type=click.IntRange(min=1), help="Regular checkpoints to keep.")
+@click.option("--num-workers", type=click.IntRange(min=0), help="DataLoader worker processes.")
+@click.option(
+    "--run-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Run folder (default: a new folder in the user data dir).",
+)
+@click.option(
+    "--resume",
+    metavar="latest|best|STEP|PATH|ask",
+    help="Continue from a checkpoint of --run-dir (PATH: a checkpoint file).",
+)
+@click.option(
+    "--device", type=click.Choice(("auto", "cpu", "cuda")), help="Default: CUDA if present."
+)
+@click.option("--amp", type=click.Choice(("bf16", "fp16", "off")), help="Mixed precision on CUDA.")
+@click.option("--compile/--no-compile", default=None, help="torch.compile the model.")
+@click.option("--channels-last/--no-channels-last", default=None, help="channels_last on CUDA.")
+@click.option("--tensorboard/--no-tensorboard", default=None, help="Write TensorBoard events.")
+@click.option("--monitor/--no-monitor", default=None, help="Serve the live web monitor.")
+@click.option("--monitor-port", type=click.IntRange(1, 65535), help="Monitor port (default 5050).")
+@click.option("--monitor-host", help="Monitor address (default 127.0.0.1).")
+@click.option(
+    "--allow-remote-monitor",
+    is_flag=True,
+    default=None,
+    help="Allow a monitor address other than loopback (prints a warning).",
+)
+def train(preset: str, config_file: Path | None, **flags: Any) -> None:
+    """Train the reference bidirectional recurrent VSR model.
+
+    \b
+    Examples:
+      vsrkit train --preset quick
+      vsrkit train --run-dir runs/a --resume latest
+      torchrun --nproc-per-node 2 -m vsrkit train --steps 200
+    """
+    from vsrkit.train.config import TrainConfig
+    from vsrkit.train.resume import ResumeError
+
+    overrides = {k: (str(v) if isinstance(v, Path) else v) for k, v in flags.items()}
+    try:
+        cfg = TrainConfig.from_sources(preset=preset, file=config_file, overrides=overrides)
+    except VsrkitError as exc:
+        raise click.UsageError(str(exc)) from exc
+    if cfg.data not in (None, "synthetic") and not Path(cfg.data).expanduser().is_dir():
+        raise click.BadParameter(f"{cfg.data} is not a folder", param_hint="--data")
+
+    from vsrkit.train import train as run_training
+
+    try:
+        result = run_training(cfg)
+    except ResumeError as exc:
+        raise click.UsageError(str(exc)) from exc
+    except VsrkitError as exc:
+        raise click.ClickException(str(exc)) from exc
+    sys.exit(result.exit_code)

@@ -1,0 +1,277 @@
+"""The startup configuration of ``vsrkit train``: a frozen dataclass built from a preset, an
+optional JSON/TOML file and command-line flags (later sources win).
+
+Settings that may change while a run goes on (learning-rate bounds, plateau patience, loss
+weights, grad clip) start here and are then owned by the run's ``runtime_config.json``
+(see :mod:`vsrkit.config`).
+
+Example:
+    >>> cfg = TrainConfig.from_sources(preset="quick", overrides={"steps": 10})
+    >>> cfg.steps, cfg.model
+    (10, 'tiny')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from vsrkit.errors import VsrkitError
+
+__all__ = ["PRESETS", "TrainConfig", "TrainConfigError", "load_config_file"]
+
+
+class TrainConfigError(VsrkitError):
+    """A bad startup setting: unknown key, wrong type or value out of range."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Every startup setting of the reference recipe. Build it with :meth:`from_sources`."""
+
+    preset: str = "quick"
+    # data
+    data: str | None = None  # None or "synthetic": the built-in clips; else a REDS/Vimeo folder
+    degradation: str = "BI"
+    scale: int = 4
+    num_frames: int = 5
+    crop_size: int = 64  # ground-truth crop size in pixels (LR patch = crop_size / scale)
+    batch_size: int = 4
+    num_workers: int = 0
+    train_clips: int = 64
+    val_clips: int = 2
+    seed: int = 0
+    # model
+    model: str = "tiny"
+    n_feats: int | None = None
+    n_blocks: int | None = None
+    spynet_weights: str | None = None
+    perceptual: str | None = "random"
+    # optimisation
+    steps: int = 600
+    lr: float = 4e-4
+    flow_lr_mult: float = 0.125
+    weight_decay: float = 1e-4
+    warmup_steps: int = 50
+    min_lr: float = 1e-6
+    max_lr: float = 8e-4
+    grad_clip: float = 1.0
+    lr_policy: str = "boost"
+    # adaptive / runtime-tunable starting values
+    plateau_patience: int = 200
+    plateau_safety_threshold: int = 1000
+    cooldown_duration: int = 50
+    l1_weight: float = 0.6
+    ms_weight: float = 0.2
+    grad_weight: float = 0.1
+    perceptual_weight: float = 0.1
+    # cadence
+    log_every: int = 10
+    val_every: int = 100
+    ckpt_every: int = 200
+    keep_last: int = 3
+    # hardware
+    device: str = "auto"
+    amp: str = "bf16"  # used on CUDA only: bf16 | fp16 (with GradScaler) | off
+    channels_last: bool = True  # CUDA only
+    compile: bool = False
+    # outputs
+    run_dir: str | None = None
+    resume: str | None = None
+    tensorboard: bool = True
+    monitor: bool = True
+    monitor_host: str = "127.0.0.1"
+    monitor_port: int = 5050
+    allow_remote_monitor: bool = False
+
+    def __post_init__(self) -> None:
+        _check_choice("preset", self.preset, PRESETS)
+        _check_choice("degradation", self.degradation, ("BI", "BD"))
+        _check_choice("model", self.model, ("tiny", "small", "paper"))
+        _check_choice("lr_policy", self.lr_policy, ("boost", "reduce", "off"))
+        _check_choice("device", self.device, ("auto", "cpu", "cuda"))
+        _check_choice("amp", self.amp, ("bf16", "fp16", "off"))
+        for name in (
+            "steps",
+            "batch_size",
+            "num_frames",
+            "crop_size",
+            "log_every",
+            "val_every",
+            "ckpt_every",
+            "keep_last",
+            "train_clips",
+            "val_clips",
+        ):
+            if getattr(self, name) < 1:
+                raise TrainConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.scale != 4:
+            raise TrainConfigError(f"scale must be 4 (the model upsamples x4), got {self.scale}")
+        if self.crop_size % self.scale:
+            raise TrainConfigError(
+                f"crop_size must be a multiple of the scale {self.scale}, got {self.crop_size}"
+            )
+        if not 0 < self.min_lr <= self.lr <= self.max_lr:
+            raise TrainConfigError(
+                f"need 0 < min_lr <= lr <= max_lr, got min_lr={self.min_lr}, lr={self.lr}, "
+                f"max_lr={self.max_lr}"
+            )
+        if self.warmup_steps < 0 or self.num_workers < 0:
+            raise TrainConfigError("warmup_steps and num_workers must be >= 0")
+        if not 0 < self.monitor_port < 65536:
+            raise TrainConfigError(f"monitor_port must be 1-65535, got {self.monitor_port}")
+
+    @classmethod
+    def from_sources(
+        cls,
+        *,
+        preset: str = "quick",
+        file: str | Path | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> TrainConfig:
+        """Merge a preset, a config file and explicit overrides (in that order).
+
+        Raises:
+            TrainConfigError: On an unknown key (with a suggestion), a bad type or value.
+        """
+        _check_choice("preset", preset, PRESETS)
+        values: dict[str, Any] = {"preset": preset, **PRESETS[preset]}
+        if file is not None:
+            values.update(load_config_file(file))
+        values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        _check_keys(values, source=str(file) if file else "overrides")
+        values = {k: _coerce(k, v) for k, v in values.items()}
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe mapping of every setting."""
+        return dataclasses.asdict(self)
+
+    def runtime_initial(self) -> dict[str, Any]:
+        """Starting values for the run's :class:`~vsrkit.config.RuntimeConfigManager`."""
+        return {
+            "plateau_patience": self.plateau_patience,
+            "plateau_safety_threshold": self.plateau_safety_threshold,
+            "cooldown_duration": self.cooldown_duration,
+            "max_lr": self.max_lr,
+            "min_lr": self.min_lr,
+            "grad_clip": self.grad_clip,
+            "l1_weight": self.l1_weight,
+            "ms_weight": self.ms_weight,
+            "grad_weight": self.grad_weight,
+            "perceptual_weight": self.perceptual_weight,
+            "val_every": self.val_every,
+            "log_every": self.log_every,
+            "ckpt_every": self.ckpt_every,
+            # startup-only: shown so a user sees them, rejected if edited
+            "preset": self.preset,
+            "n_feats": self.n_feats,
+            "n_blocks": self.n_blocks,
+            "batch_size": self.batch_size,
+            "scale": self.scale,
+            "num_frames": self.num_frames,
+            "crop_size": self.crop_size,
+            "data": self.data,
+            "seed": self.seed,
+        }
+
+
+# Presets give every setting that differs from the dataclass defaults.
+PRESETS: dict[str, dict[str, Any]] = {
+    # A CPU run of a few minutes on 2 cores that visibly beats bicubic.
+    "quick": {},
+    # The full model of the BasicVSR family, for a GPU.
+    "paper": {
+        "model": "paper",
+        "steps": 300_000,
+        "batch_size": 8,
+        "num_frames": 15,
+        "crop_size": 256,
+        "train_clips": 2048,
+        "val_clips": 4,
+        "num_workers": 4,
+        "lr": 2e-4,
+        "max_lr": 4e-4,
+        "min_lr": 1e-7,
+        "warmup_steps": 2000,
+        "plateau_patience": 500,
+        "cooldown_duration": 100,
+        "log_every": 50,
+        "val_every": 5000,
+        "ckpt_every": 5000,
+        "keep_last": 5,
+        "compile": False,
+    },
+}
+
+_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a JSON or TOML (Python 3.11+) file of startup settings.
+
+    Raises:
+        TrainConfigError: If the file is missing, unreadable or not a table of settings.
+    """
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise TrainConfigError(f"cannot read config file {p}: {exc.strerror or exc}") from exc
+    try:
+        if p.suffix.lower() == ".toml":
+            if sys.version_info < (3, 11):
+                raise TrainConfigError(f"{p}: TOML config files need Python 3.11+; use JSON")
+            import tomllib
+
+            doc = tomllib.loads(raw.decode("utf-8"))
+        else:
+            doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise TrainConfigError(f"{p} is not valid {p.suffix.lstrip('.') or 'JSON'}: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise TrainConfigError(f"{p} must hold a table of settings, got {type(doc).__name__}")
+    return doc
+
+
+def _check_choice(name: str, value: Any, choices: Any) -> None:
+    if value not in choices:
+        options = ", ".join(map(str, choices))
+        raise TrainConfigError(f"{name} must be one of {options}; got {value!r}")
+
+
+def _check_keys(values: Mapping[str, Any], *, source: str) -> None:
+    for key in values:
+        if key not in _FIELDS:
+            hint = difflib.get_close_matches(key, _FIELDS, n=1)
+            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise TrainConfigError(f"unknown setting {key!r} in {source}{extra}")
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+_TYPE_CHECKS = {
+    "bool": lambda v: isinstance(v, bool),
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "float": _is_number,
+    "str": lambda v: isinstance(v, str),
+}
+
+
+def _coerce(key: str, value: Any) -> Any:
+    """Check a value against the field's annotated type (an int may stand for a float)."""
+    base, _, optional = str(_FIELDS[key].type).partition(" | ")
+    if value is None:
+        if optional == "None":
+            return None
+        raise TrainConfigError(f"{key} may not be empty")
+    if not _TYPE_CHECKS[base](value):
+        raise TrainConfigError(f"{key} must be {base}, got {value!r} ({type(value).__name__})")
+    return float(value) if base == "float" else value

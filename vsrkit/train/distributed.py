@@ -1,0 +1,104 @@
+"""torch.distributed glue for the reference recipe (one process or many under ``torchrun``).
+
+Components stay pure: they take a ``broadcast`` function or plain floats; this module provides
+those functions. Rank 0 reads files and serves the monitor; every rank applies the same
+decisions at the same step; only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["DistContext", "init_distributed"]
+
+
+@dataclasses.dataclass
+class DistContext:
+    """Where this process stands: rank, world size and its device."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = dataclasses.field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def broadcast(self, obj: Any) -> Any:
+        """Send ``obj`` from rank 0 to every rank; returns rank 0's object everywhere."""
+        if not self.distributed:
+            return obj
+        box = [obj if self.is_main else None]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def mean(self, values: Mapping[str, torch.Tensor]) -> dict[str, float]:
+        """All-reduce a mapping of scalar tensors to their mean over ranks; one host sync."""
+        if not values:
+            return {}
+        keys = sorted(values)
+        stacked = torch.stack([values[k].detach().float() for k in keys])
+        if self.distributed:
+            dist.all_reduce(stacked, op=dist.ReduceOp.SUM)
+            stacked /= self.world_size
+        return dict(zip(keys, stacked.tolist(), strict=True))
+
+    def mean_vector(self, values: torch.Tensor) -> list[float]:
+        """All-reduce a 1-D tensor to its mean over ranks and read it: the one host sync."""
+        if self.distributed:
+            values = values.clone()
+            dist.all_reduce(values, op=dist.ReduceOp.SUM)
+            values /= self.world_size
+        return values.tolist()
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank if ``flag`` is true on any rank."""
+        if not self.distributed:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item() > 0)
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.distributed and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def init_distributed(device: str = "auto") -> DistContext:
+    """Join the process group when started by ``torchrun`` (``WORLD_SIZE`` > 1), pick the device.
+
+    Args:
+        device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
+    """
+    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if use_cuda:
+        torch.cuda.set_device(local)
+        dev = torch.device("cuda", local)
+    else:
+        dev = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(
+            backend="nccl" if use_cuda else "gloo",
+            timeout=datetime.timedelta(minutes=10),
+            **({"device_id": dev} if use_cuda else {}),
+        )
+    return DistContext(rank=rank, world_size=world, local_rank=local, device=dev)

@@ -1,0 +1,708 @@
+"""The reference recipe behind ``vsrkit train``: every vsrkit component in one readable loop.
+
+Read it top to bottom: set-up, resume, the loop, and what happens every log interval, every
+runtime-config poll, every validation and every checkpoint. Components decide, the loop acts:
+the plateau tracker returns an event, the LR policy new rates, the runtime config validated
+changes, and only this file touches the model, the optimizer and the files of the run.
+
+A step makes no host-device sync: losses, grad norms and the non-finite flags are summed on the
+device and read once per log interval (one ``tolist()``); a non-finite step is skipped inside
+the fused AdamW kernel (its ``found_inf`` input), not by an ``if`` on the host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import time
+import uuid
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+from torch.utils.data import DataLoader
+
+from vsrkit.adaptive import (
+    AdaptiveLossWeights,
+    GradClipAdapter,
+    LRBoostPolicy,
+    PlateauTracker,
+    apply_lr,
+)
+from vsrkit.checkpoint import (
+    AnyOf,
+    BestN,
+    CheckpointManager,
+    LatestN,
+    StopSignal,
+    capture_rng_state,
+    restore_rng_state,
+)
+from vsrkit.config import RuntimeConfigManager
+from vsrkit.errors import VsrkitError
+from vsrkit.monitor.actions import ActionQueue
+from vsrkit.stats import DeferredStatsWriter, MetricsSnapshot, TensorBoardLogger
+from vsrkit.stats.fields import VALIDATION_FIELDS
+from vsrkit.train.config import TrainConfig
+from vsrkit.train.data import EpochBatchSampler, SeededSamples
+from vsrkit.train.distributed import DistContext, init_distributed
+from vsrkit.train.resume import resolve_resume, resolve_run_dir
+from vsrkit.train.schedule import WarmupCosine
+from vsrkit.train.telemetry import ProgressLine, adam_momentum_avg, format_eta, memory_gb
+from vsrkit.vsr import (
+    LayerActivityMonitor,
+    VSRLoss,
+    bicubic_upsample,
+    build_dataset,
+    build_model,
+    quality_metrics,
+)
+
+__all__ = ["TrainResult", "train"]
+
+logger = logging.getLogger("vsrkit.train")
+
+TERMS = ("l1", "ms", "grad", "perceptual")
+LOSS_FIELDS = {
+    "l1": "l1_loss_value",
+    "ms": "ms_loss_value",
+    "grad": "gradient_loss_value",
+    "perceptual": "perceptual_loss_value",
+}
+MAX_NONFINITE_STREAK = 5  # this many non-finite steps in a row end the run
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """How a run ended."""
+
+    run_dir: Path
+    step: int
+    reason: str  # "finished" | "stopped" | "nonfinite"
+    best_quality: float | None
+    last_validation: dict[str, float] | None
+    exit_code: int = 0
+
+
+class _Interval:
+    """Sums of one log interval, kept on the device: one vector, one sync to read."""
+
+    # slots: 4 loss terms, total, grad norm, finite steps, skipped steps, current streak, max streak
+    SIZE = 10
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.sums = torch.zeros(self.SIZE, device=device)
+        self.steps = 0  # host-side count of steps in the interval
+        self.started = time.perf_counter()
+
+    def add(
+        self,
+        losses: dict[str, torch.Tensor],
+        total: torch.Tensor,
+        norm: torch.Tensor,
+        bad: torch.Tensor,
+    ) -> None:
+        values = torch.stack(
+            [
+                *(losses[k].detach().float() for k in TERMS),
+                total.detach().float(),
+                norm.detach().float(),
+            ]
+        )
+        ok = (~bad).float()
+        self.sums[:6] += torch.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0) * ok
+        self.sums[6] += ok
+        self.sums[7] += bad.float()
+        self.sums[8] = (self.sums[8] + bad.float()) * bad.float()
+        self.sums[9] = torch.maximum(self.sums[9], self.sums[8])
+        self.steps += 1
+
+    def read(self, ctx: DistContext) -> dict[str, float]:
+        """Means over finite steps (and ranks); resets the sums but keeps the streak."""
+        vec = ctx.mean_vector(self.sums)
+        finite = vec[6]
+        out = {k: (vec[i] / finite if finite else math.nan) for i, k in enumerate(TERMS)}
+        out["total"] = vec[4] / finite if finite else math.nan
+        out["grad_norm"] = vec[5] / finite if finite else math.nan
+        out.update(skipped=vec[7], max_streak=vec[9], finite_steps=finite)
+        streak = self.sums[8].clone()
+        self.sums.zero_()
+        self.sums[8] = streak
+        self.sums[9] = streak
+        self.steps = 0
+        self.started = time.perf_counter()
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"sums": self.sums.detach().cpu(), "steps": self.steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sums = state["sums"].to(self.device)
+        self.steps = int(state["steps"])
+
+
+def train(cfg: TrainConfig, *, stream: TextIO | None = None) -> TrainResult:
+    """Train the reference VSR model as ``cfg`` says; returns how the run ended."""
+    # ---- where we run ------------------------------------------------------------------------
+    ctx = init_distributed(cfg.device)
+    dev = ctx.device
+    cuda = dev.type == "cuda"
+    run_dir = Path(ctx.broadcast(str(resolve_run_dir(cfg)) if ctx.is_main else None))
+    progress = ProgressLine(cfg.steps, stream=stream)
+    log_handlers = _setup_logging(run_dir, ctx, progress)
+    torch.manual_seed(cfg.seed)
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp) if cuda else None
+    if ctx.is_main:
+        progress.message(f"vsrkit train: run folder {run_dir}")
+        logger.info("device %s, world size %d, amp %s", dev, ctx.world_size, amp_dtype or "off")
+
+    # ---- data ---------------------------------------------------------------------------------
+    lr_size = cfg.crop_size // cfg.scale
+    train_set = build_dataset(
+        cfg.data,
+        split="train",
+        num_frames=cfg.num_frames,
+        lr_size=lr_size,
+        num_clips=cfg.train_clips,
+        scale=cfg.scale,
+        degradation=cfg.degradation,
+        seed=cfg.seed,
+    )
+    val_set = build_dataset(
+        cfg.data,
+        split="val",
+        num_frames=cfg.num_frames,
+        lr_size=lr_size,
+        num_clips=cfg.val_clips,
+        scale=cfg.scale,
+        degradation=cfg.degradation,
+        seed=cfg.seed,
+    )
+
+    # ---- model, loss, optimizer -------------------------------------------------------------
+    net = build_model(
+        cfg.model, num_feat=cfg.n_feats, num_blocks=cfg.n_blocks, spynet_weights=cfg.spynet_weights
+    ).to(dev)
+    if cuda and cfg.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    activity = LayerActivityMonitor(net)
+    model: torch.nn.Module = net
+    if ctx.distributed:
+        model = torch.nn.parallel.DistributedDataParallel(
+            net, device_ids=[dev.index] if cuda else None, find_unused_parameters=False
+        )
+    forward = torch.compile(model) if cfg.compile else model
+    criterion = VSRLoss(perceptual=cfg.perceptual).to(dev)
+    flow_params = list(net.spynet.parameters())
+    flow_ids = {id(p) for p in flow_params}
+    main_params = [p for p in net.parameters() if id(p) not in flow_ids]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": main_params, "lr": cfg.lr},
+            {"params": flow_params, "lr": cfg.lr * cfg.flow_lr_mult},
+        ],
+        lr=cfg.lr,
+        betas=(0.9, 0.99),
+        weight_decay=cfg.weight_decay,
+        fused=True,
+    )
+    scaler = torch.amp.GradScaler(dev.type, enabled=amp_dtype is torch.float16)
+    schedule = WarmupCosine(cfg.lr, cfg.warmup_steps, cfg.steps, final_lr=cfg.min_lr)
+
+    # ---- vsrkit components ------------------------------------------------------------------
+    initial = {**cfg.runtime_initial(), "n_feats": net.num_feat, "n_blocks": net.num_blocks}
+    runtime = RuntimeConfigManager(
+        run_dir, initial=initial, broadcast=ctx.broadcast, is_main=ctx.is_main
+    )
+    live = runtime.current
+    tracker = PlateauTracker(
+        patience=live["plateau_patience"],
+        cooldown=live["cooldown_duration"],
+        safety_steps=live["plateau_safety_threshold"],
+    )
+    lr_policy = LRBoostPolicy(
+        mode="boost" if cfg.lr_policy == "off" else cfg.lr_policy,
+        max_lr=live["max_lr"],
+        min_lr=live["min_lr"],
+        cooldown=live["cooldown_duration"],
+    )
+    weights = AdaptiveLossWeights(
+        TERMS,
+        mode="plateau",
+        cooldown=live["cooldown_duration"],
+        initial={t: live[f"{t}_weight"] for t in TERMS},
+    )
+    clip = GradClipAdapter(initial=live["grad_clip"])
+    snapshot = MetricsSnapshot()
+    stats = DeferredStatsWriter(
+        run_dir,
+        snapshot=snapshot,
+        enabled=ctx.is_main,
+        runtime_config_version=lambda: config_version,
+    )
+    ckpts = (
+        CheckpointManager(
+            run_dir / "checkpoints",
+            keep=AnyOf(LatestN(cfg.keep_last), BestN(1)),
+            run_id=uuid.uuid4().hex[:12],
+        )
+        if ctx.is_main
+        else None
+    )
+    cadence = {k: live[k] for k in ("log_every", "val_every", "ckpt_every")}
+    lr_scale, best_quality, last_val, config_version = 1.0, None, None, 0
+    pending_quality: dict[str, float] | None = None  # last validation, for the plateau tracker
+
+    # ---- resume -------------------------------------------------------------------------------
+    step = 0
+    interval = _Interval(dev)
+    resume = resolve_resume(cfg, ckpts, run_dir, ctx) if cfg.resume else None
+    if resume is not None:
+        step, state = resume
+        net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        comp = state["components"]
+        tracker.load_state_dict(comp["tracker"])
+        lr_policy.load_state_dict(comp["lr_policy"])
+        weights.load_state_dict(comp["weights"])
+        clip.load_state_dict(comp["clip"])
+        loop_state = state["loop"]
+        lr_scale, best_quality = loop_state["lr_scale"], loop_state["best_quality"]
+        config_version, pending_quality = (
+            loop_state["config_version"],
+            loop_state["pending_quality"],
+        )
+        interval.load_state_dict(state["interval"])
+        restore_rng_state(state["rng"])
+        if ctx.is_main:
+            progress.message(f"resumed from step {step}")
+    tb = TensorBoardLogger(
+        run_dir / "tensorboard",
+        enabled=ctx.is_main and cfg.tensorboard,
+        purge_step=step if resume else None,
+    )
+    if resume is None:
+        tb.log_initial_config(cfg.to_dict())
+
+    sampler = EpochBatchSampler(
+        len(train_set),
+        cfg.batch_size,
+        seed=cfg.seed,
+        rank=ctx.rank,
+        world_size=ctx.world_size,
+        start_step=step,
+    )
+    loader = DataLoader(
+        SeededSamples(train_set, cfg.seed),
+        batch_sampler=sampler,
+        num_workers=cfg.num_workers,
+        pin_memory=cuda,
+        persistent_workers=cfg.num_workers > 0,
+    )
+    batches = iter(loader)
+    actions = ActionQueue() if ctx.is_main else None
+    monitor = _start_monitor(cfg, ctx, snapshot, runtime, actions, progress)
+
+    def checkpoint(tag: str | None = None, metrics: dict[str, float] | None = None) -> None:
+        snap_name = runtime.snapshot(step).name if ctx.is_main else None
+        state = {
+            "model": net.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(),
+            "rng": capture_rng_state(),
+            "interval": interval.state_dict(),
+            "components": {
+                "tracker": tracker.state_dict(),
+                "lr_policy": lr_policy.state_dict(),
+                "weights": weights.state_dict(),
+                "clip": clip.state_dict(),
+            },
+            "loop": {
+                "lr_scale": lr_scale,
+                "best_quality": best_quality,
+                "config_version": config_version,
+                "pending_quality": pending_quality,
+                "runtime_snapshot": snap_name,
+                "config": cfg.to_dict(),
+            },
+        }
+        if ckpts is not None:  # the manager logs the saved file
+            ckpts.save(step, state, metrics=metrics, tag=tag, runtime_config=snap_name)
+
+    def run_validation() -> None:
+        nonlocal best_quality, last_val, pending_quality
+        snapshot.update(step, validation_running=True)
+        results = validate(net, val_set, criterion, weights, dev, amp_dtype)
+        snapshot.update(step, validation_running=False)
+        improved = best_quality is None or results["quality_ki_value"] > best_quality
+        if improved:
+            best_quality = results["quality_ki_value"]
+        results["best_quality_ever"] = best_quality
+        last_val = pending_quality = results
+        stats.request(step, {k: v for k, v in results.items() if k in VALIDATION_FIELDS})
+        tb.log_quality(results, step)
+        tb.log_validation(results, step)
+        if ctx.is_main:
+            progress.message(
+                f"validation at step {step}: SSIM {results['quality_ki_value']:.4f} "
+                f"(bicubic {results['quality_lr_value']:.4f}, "
+                f"improvement {results['quality_improvement_value']:+.4f})"
+            )
+        if improved and step > 0:
+            checkpoint("best", {"quality": best_quality, "loss": results["validation_loss_value"]})
+
+    def apply_changes(changes: list[Any]) -> None:
+        nonlocal config_version, lr_now
+        for change in changes:
+            if not change.accepted:
+                continue
+            try:
+                _apply_change(
+                    change.key, runtime.current, tracker, lr_policy, weights, clip, cadence, step
+                )
+            except VsrkitError as exc:  # valid for the schema, refused by a component
+                logger.warning("Config Update %s not applied: %s", change.key, exc)
+                continue
+            config_version += 1
+            logger.info("Config Update: %s %s -> %s", change.key, change.old, change.new)
+            tb.log_config_change(change.key, change.old, change.new, step)
+        if changes:
+            lr_now = _set_lr(optimizer, schedule, step, lr_scale, runtime.current, cfg.flow_lr_mult)
+
+    reason, exit_code, paused = "finished", 0, False
+    started, start_step = time.perf_counter(), step
+    snapshot.update(
+        step,
+        training_active=True,
+        training_paused=False,
+        validation_running=False,
+        step_max=cfg.steps,
+        epoch_step_total=sampler.steps_per_epoch,
+    )
+    lr_now = _set_lr(optimizer, schedule, step, lr_scale, runtime.current, cfg.flow_lr_mult)
+    if resume is not None:  # after the optimizer: settings come from the checkpoint's snapshot
+        apply_changes(runtime.restore_snapshot(step, step=step))
+
+    with StopSignal() as stop:
+        while step < cfg.steps:
+            # ---- one training step (no host sync) -----------------------------------------
+            lrs, gts = (t.to(dev, non_blocking=True) for t in next(batches))
+            model.train()
+            with torch.autocast(
+                dev.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
+            ):
+                sr = forward(lrs)
+            losses = criterion(sr.float(), gts)
+            total = weights.combine(losses)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(total).backward()
+            scaler.unscale_(optimizer)
+            norm = torch.nn.utils.clip_grad_norm_(net.parameters(), clip.clip_value, foreach=True)
+            bad = ~(torch.isfinite(total) & torch.isfinite(norm))
+            if not scaler.is_enabled():
+                optimizer.found_inf = bad.float()  # the fused kernel skips the update
+            scaler.step(optimizer)
+            scaler.update()
+            interval.add(losses, total, norm, bad)
+            step += 1
+            lr_now = _set_lr(optimizer, schedule, step, lr_scale, runtime.current, cfg.flow_lr_mult)
+
+            # ---- every log interval: one sync, then the components decide -----------------
+            if step % cadence["log_every"] == 0 or step == cfg.steps:
+                seconds, n_steps = time.perf_counter() - interval.started, max(1, interval.steps)
+                m = interval.read(ctx)
+                if m["max_streak"] >= MAX_NONFINITE_STREAK:
+                    reason, exit_code = "nonfinite", 1
+                    logger.error(
+                        "%d non-finite losses in a row before step %d: stopping with an "
+                        "emergency checkpoint",
+                        int(m["max_streak"]),
+                        step,
+                    )
+                    checkpoint("emergency")
+                    break
+                if m["skipped"]:
+                    logger.warning(
+                        "skipped %d step(s) with a non-finite loss before step %d",
+                        int(m["skipped"]),
+                        step,
+                    )
+                if m["finite_steps"]:
+                    quality = pending_quality["quality_ki_value"] if pending_quality else None
+                    pending_quality = None
+                    event = tracker.update(step, m["total"], quality=quality)
+                    if event.triggered and cfg.lr_policy != "off":
+                        new = lr_policy.on_event(event, step=step, lrs=[lr_now])
+                        if new is not None:
+                            lr_scale *= new[0] / lr_now
+                            old, lr_now = (
+                                lr_now,
+                                _set_lr(
+                                    optimizer,
+                                    schedule,
+                                    step,
+                                    lr_scale,
+                                    runtime.current,
+                                    cfg.flow_lr_mult,
+                                ),
+                            )
+                            logger.info(
+                                "Plateau at step %d (%s): LR %.2e -> %.2e",
+                                step,
+                                event.message,
+                                old,
+                                lr_now,
+                            )
+                            tb.log_event(f"LR {lr_policy.mode} {old:.2e} -> {lr_now:.2e}", step)
+                    weights.update(step, {t: m[t] for t in TERMS}, plateau=event)
+                    clip.observe(step, m["grad_norm"])
+                    tb.log_losses({**{t: m[t] for t in TERMS}, "total": m["total"]}, step)
+                    tb.log_lr(lr_now, step)
+                    tb.log_plateau_state(event, step)
+                    tb.log_weights(weights.weights, step)
+                    elapsed = time.perf_counter() - started
+                    rate = (step - start_step) / elapsed if elapsed > 0 else 0.0
+                    epoch, in_epoch = sampler.position(step)
+                    eta = format_eta((cfg.steps - step) / rate if rate else None)
+                    metrics = {
+                        "step_current": step,
+                        "epoch_num": epoch + 1,
+                        "epoch_step_current": in_epoch,
+                        "learning_rate_value": lr_now,
+                        "lr_phase_name": schedule.phase(step),
+                        "total_loss_value": m["total"],
+                        **{LOSS_FIELDS[t]: m[t] for t in TERMS},
+                        **weights.status(),
+                        "gradient_clip_val": clip.clip_value,
+                        "iteration_duration": seconds / n_steps,
+                        "vram_usage_gb": memory_gb(dev),
+                        "eta_total_formatted": eta,
+                        "eta_epoch_formatted": format_eta(
+                            (sampler.steps_per_epoch - in_epoch) / rate if rate else None
+                        ),
+                        "adam_momentum_avg": adam_momentum_avg(optimizer),
+                        "layer_activity_map": activity.read(reset=True).as_stats_field(),
+                        "training_active": True,
+                        "training_paused": paused,
+                        "last_update_time": time.strftime("%Y-%m-%d %H:%M:%S"),
+                    }
+                    stats.observe(step, {k: v for k, v in metrics.items() if v is not None})
+                    if ctx.is_main:
+                        progress.update(step=step, loss=m["total"], lr=lr_now, its=rate, eta=eta)
+
+            # ---- runtime config: rank 0 reads, every rank applies at this step -------------
+            apply_changes(runtime.poll(step))
+
+            # ---- monitor actions and stop signals (the same on every rank) ----------------
+            commands = _drain(actions, ctx, step, cadence["log_every"])
+            wants_stop = _stop_requested(stop, ctx, step, cadence["log_every"])
+            if "pause" in commands and not wants_stop:
+                paused = True
+                snapshot.update(step, training_paused=True)
+                logger.info("paused at step %d", step)
+                while paused and not wants_stop:
+                    time.sleep(0.2)
+                    more = _drain(actions, ctx, step, 1)
+                    commands += more
+                    paused = not ({"resume", "stop"} & set(more))
+                    wants_stop = _stop_requested(stop, ctx, step, 1)
+                snapshot.update(step, training_paused=False)
+                logger.info("resumed at step %d", step)
+            if "validate" in commands or step % cadence["val_every"] == 0:
+                run_validation()
+            if "save" in commands or step % cadence["ckpt_every"] == 0:
+                checkpoint()
+            if wants_stop or "stop" in commands:
+                reason = "stopped"
+                logger.warning(
+                    "stopping at step %d after %s: writing an emergency checkpoint",
+                    step,
+                    stop.signal_name or "a stop request",
+                )
+                checkpoint("emergency")
+                break
+
+    # ---- the end: flush everything --------------------------------------------------------------
+    activity.close()
+    progress.close()
+    if ckpts is not None:
+        ckpts.close()
+    snapshot.update(step, training_active=False)
+    stats.close()
+    if best_quality is not None:
+        tb.log_hyperparameters(cfg.to_dict(), {"hparam/best_quality": best_quality})
+    tb.close()
+    if monitor is not None:
+        monitor.stop()
+    if ctx.is_main:
+        progress.message(_summary(run_dir, step, reason, best_quality, cfg.tensorboard))
+    for h in log_handlers:
+        logging.getLogger("vsrkit").removeHandler(h)
+        h.close()
+    logging.getLogger("vsrkit").propagate = True
+    ctx.close()
+    return TrainResult(run_dir, step, reason, best_quality, last_val, exit_code)
+
+
+@torch.no_grad()
+def validate(
+    net: torch.nn.Module,
+    val_set: Any,
+    criterion: torch.nn.Module,
+    weights: AdaptiveLossWeights,
+    dev: torch.device,
+    amp_dtype: torch.dtype | None,
+) -> dict[str, float]:
+    """Quality of ``net`` on every validation clip (full frames), averaged over clips."""
+    net.eval()
+    totals: dict[str, float] = {}
+    for i in range(len(val_set)):
+        lrs, gts = (t.unsqueeze(0).to(dev) for t in val_set[i])
+        with torch.autocast(
+            dev.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
+        ):
+            sr = net(lrs)
+        sr = sr.float().clamp(0, 1)
+        q = quality_metrics(sr, bicubic_upsample(lrs).clamp(0, 1), gts)
+        q["validation_loss_value"] = float(weights.combine(criterion(sr, gts)))
+        for k, v in q.items():
+            totals[k] = totals.get(k, 0.0) + v
+    net.train()
+    return {k: v / len(val_set) for k, v in totals.items()}
+
+
+def _set_lr(
+    optimizer: torch.optim.Optimizer,
+    schedule: WarmupCosine,
+    step: int,
+    scale: float,
+    live: dict[str, Any],
+    flow_mult: float,
+) -> float:
+    """Scheduled LR times the plateau scale, clamped to the live bounds; returns the main LR."""
+    lr = min(live["max_lr"], max(live["min_lr"], schedule.lr(step) * scale))
+    apply_lr(optimizer, [lr, lr * flow_mult])
+    return lr
+
+
+def _apply_change(
+    key: str,
+    live: dict[str, Any],
+    tracker: PlateauTracker,
+    lr_policy: LRBoostPolicy,
+    weights: AdaptiveLossWeights,
+    clip: GradClipAdapter,
+    cadence: dict[str, int],
+    step: int,
+) -> None:
+    """Hand one accepted runtime setting to the component that owns it."""
+    value = live[key]
+    if key in ("plateau_patience", "plateau_safety_threshold"):
+        tracker.configure(**{key: value})
+    elif key == "cooldown_duration":
+        tracker.configure(cooldown_duration=value)
+        lr_policy.configure(cooldown=value)
+    elif key in ("max_lr", "min_lr"):
+        lr_policy.configure(max_lr=live["max_lr"], min_lr=live["min_lr"])
+    elif key == "grad_clip":
+        clip.configure(grad_clip=value)
+    elif key.endswith("_weight"):  # the runtime config checked the sum of all four
+        weights.set_weights({t: live[f"{t}_weight"] for t in TERMS}, step=step)
+    elif key in cadence:
+        cadence[key] = int(value)
+
+
+def _drain(actions: ActionQueue | None, ctx: DistContext, step: int, every: int) -> list[str]:
+    """Commands queued by the monitor; under DDP rank 0's list is broadcast at log intervals."""
+    if not ctx.distributed:
+        return [a.command for a in actions.drain()] if actions is not None else []
+    if step % every:
+        return []
+    local = [a.command for a in actions.drain()] if actions is not None and ctx.is_main else []
+    return list(ctx.broadcast(local))
+
+
+def _stop_requested(stop: StopSignal, ctx: DistContext, step: int, every: int) -> bool:
+    """A stop signal, agreed by all ranks at log intervals (so they stop at the same step)."""
+    if not ctx.distributed:
+        return stop.requested
+    return ctx.any(stop.requested) if step % every == 0 else False
+
+
+def _start_monitor(
+    cfg: TrainConfig,
+    ctx: DistContext,
+    snapshot: MetricsSnapshot,
+    runtime: RuntimeConfigManager,
+    actions: ActionQueue,
+    progress: ProgressLine,
+) -> Any:
+    """Start the web monitor on rank 0; a busy port costs a warning, never the run."""
+    if not (cfg.monitor and ctx.is_main):
+        return None
+    from vsrkit.monitor import MonitorServer
+
+    try:
+        server = MonitorServer(
+            snapshot=snapshot,
+            actions=actions,
+            config=runtime,
+            host=cfg.monitor_host,
+            port=cfg.monitor_port,
+            allow_remote=cfg.allow_remote_monitor,
+        )
+        server.start()
+    except OSError as exc:
+        logger.warning(
+            "monitor not started on port %d: %s (use --monitor-port or --no-monitor)",
+            cfg.monitor_port,
+            exc,
+        )
+        return None
+    progress.message(f"monitor: {server.url}")
+    return server
+
+
+def _setup_logging(
+    run_dir: Path, ctx: DistContext, progress: ProgressLine
+) -> list[logging.Handler]:
+    """``training.log`` in the run folder and readable lines on the console (rank 0 only)."""
+    if not ctx.is_main:
+        return []
+    root = logging.getLogger("vsrkit")
+    root.setLevel(logging.INFO)
+    root.propagate = False  # these handlers show vsrkit's lines; no second copy via the root
+    file_handler = logging.FileHandler(run_dir / "training.log", encoding="utf-8")
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    console = _ProgressHandler(progress)
+    console.setFormatter(logging.Formatter("%(message)s"))
+    root.addHandler(file_handler)
+    root.addHandler(console)
+    return [file_handler, console]
+
+
+class _ProgressHandler(logging.Handler):
+    def __init__(self, progress: ProgressLine) -> None:
+        super().__init__(logging.INFO)
+        self.progress = progress
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):
+            self.progress.message(self.format(record))
+
+
+def _summary(run_dir: Path, step: int, reason: str, best: float | None, tensorboard: bool) -> str:
+    lines = [
+        f"{reason} at step {step}. Run folder: {run_dir}",
+        f"  checkpoints:  vsrkit checkpoints list {run_dir / 'checkpoints'}",
+        f"  statistics:   vsrkit stats list {run_dir}",
+    ]
+    if best is not None:
+        lines.insert(1, f"  best SSIM:    {best:.4f}")
+    if tensorboard:
+        lines.append(f"  TensorBoard:  tensorboard --logdir {run_dir / 'tensorboard'}")
+    return "\n".join(lines)

@@ -1,0 +1,87 @@
+"""What the recipe reports about itself: ETA, memory, AdamW momentum, and the progress line."""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+import time
+from typing import TextIO
+
+import torch
+
+__all__ = ["ProgressLine", "adam_momentum_avg", "format_eta", "memory_gb"]
+
+
+def format_eta(seconds: float | None) -> str | None:
+    """``HH:MM:SS`` (hours may exceed 24), or None when unknown."""
+    if seconds is None or seconds != seconds or seconds < 0:
+        return None
+    s = int(round(seconds))
+    return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def memory_gb(device: torch.device) -> float:
+    """Peak CUDA memory allocated on ``device`` in GB, or this process's peak RSS on the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 1e9
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return peak_kb * 1024 / 1e9 if sys.platform != "darwin" else peak_kb / 1e9
+
+
+@torch.no_grad()
+def adam_momentum_avg(optimizer: torch.optim.Optimizer) -> float | None:
+    """Mean absolute first moment (``exp_avg``) over all parameters; one host sync.
+
+    Returns None before the first step (no moments yet).
+    """
+    total, count = None, 0
+    for state in optimizer.state.values():
+        m = state.get("exp_avg")
+        if m is None:
+            continue
+        s = m.abs().sum(dtype=torch.float32)
+        total = s if total is None else total + s
+        count += m.numel()
+    return None if total is None or count == 0 else float(total) / count
+
+
+class ProgressLine:
+    """A live progress line on a terminal, plain log lines otherwise.
+
+    Example:
+        >>> import io
+        >>> p = ProgressLine(total=100, stream=io.StringIO())
+        >>> p.update(step=10, loss=0.5, lr=1e-4, its=3.2, eta="00:00:28")
+    """
+
+    def __init__(self, total: int, *, stream: TextIO | None = None) -> None:
+        self.total = total
+        self.stream = stream if stream is not None else sys.stdout
+        self.live = self.stream.isatty() and os.environ.get("TERM") != "dumb"
+        self._last_plain = 0.0
+
+    def update(self, *, step: int, loss: float, lr: float, its: float, eta: str | None) -> None:
+        """Show the state at ``step`` (called once per log interval)."""
+        width = len(str(self.total))
+        line = (
+            f"step {step:>{width}}/{self.total}  loss {loss:.5f}  lr {lr:.2e}  "
+            f"{its:.2f} it/s  ETA {eta or '--:--:--'}"
+        )
+        if self.live:
+            self.stream.write("\r\033[K" + line)
+            self.stream.flush()
+        elif time.monotonic() - self._last_plain >= 5.0 or step >= self.total:
+            self._last_plain = time.monotonic()
+            self.stream.write(line + "\n")
+            self.stream.flush()
+
+    def message(self, text: str) -> None:
+        """Print a line without breaking the live progress line."""
+        self.stream.write(("\r\033[K" if self.live else "") + text + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.live:
+            self.stream.write("\n")
+            self.stream.flush()
