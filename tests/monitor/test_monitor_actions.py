@@ -76,3 +76,35 @@ def test_action_to_dict_is_json_safe() -> None:
         "source": "terminal",
         "time": a.time,
     }
+
+
+@given(st.lists(st.sampled_from(COMMANDS), max_size=10))
+def test_state_dict_round_trips_through_json(commands: list[str]) -> None:
+    import json
+
+    q = ActionQueue()
+    for c in commands:
+        q.put(c, source="web")
+    state = json.loads(json.dumps(q.state_dict()))
+    other = ActionQueue(maxlen=5)
+    other.load_state_dict(state)
+    assert other.state_dict() == q.state_dict() or len(commands) > 5
+    assert [a.command for a in other.drain()] == commands[-5:]  # maxlen is a setting: kept
+    assert other.total == len(commands)
+
+
+@pytest.mark.parametrize(
+    ("state", "key"),
+    [
+        ({"pending": [], "total": 0}, "version"),
+        ({"version": 1, "pending": {}, "total": 0}, "pending"),
+        ({"version": 1, "pending": [], "total": -1}, "total"),
+        ({"version": 1, "pending": [{"command": "fly", "time": 1.0}], "total": 1}, "pending"),
+    ],
+)
+def test_bad_state_is_refused_naming_the_key(state: dict, key: str) -> None:
+    q = ActionQueue()
+    q.put("save", source="web")
+    with pytest.raises(ValueError, match=key):
+        q.load_state_dict(state)
+    assert [a.command for a in q.pending()] == ["save"]  # unchanged

@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from monitor_helpers import post_json, request
 
 from vsrkit.config import RuntimeConfigManager, example_settings
@@ -262,3 +266,26 @@ def test_config_post_needs_token_and_json(snapshot, config) -> None:
         headers = {"Content-Type": "application/x-www-form-urlencoded", "X-Vsrkit-Token": srv.token}
         assert request(srv, "POST", "/api/config", b"grad_clip=2", headers)[0] == 415
     assert config.latest["grad_clip"] == config.current["grad_clip"]
+
+
+hostnames = st.from_regex(r"[a-z0-9][a-z0-9.-]{0,30}", fullmatch=True)
+
+
+@given(hostnames, st.one_of(st.none(), st.integers(1, 65535)))
+def test_host_allow_list(name: str, port: int | None) -> None:
+    srv = MonitorServer(snapshot=dict, actions=None, port=0, allowed_hosts=["myhost.lan"])
+    suffix = "" if port is None else f":{port}"
+    allowed = name in ("localhost", "127.0.0.1", "myhost.lan")
+    assert srv.check_host(name + suffix) is allowed
+    assert srv.check_host(name.upper() + suffix) is allowed
+    assert srv.check_host(f"[::1]{suffix}") is True
+    assert srv.check_host("") is False and srv.check_host(None) is False
+
+
+def test_importing_the_monitor_does_not_import_torch() -> None:
+    code = (
+        "import sys, vsrkit.monitor, vsrkit.cli.monitor;"
+        "from vsrkit.monitor import MonitorServer, TerminalView, RunFolderSource;"
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 #: Every command the loop understands. ``stop`` means "save, then end the run" (terminal ``q``).
 COMMANDS: tuple[str, ...] = ("validate", "pause", "resume", "save", "stop")
+
+_STATE_VERSION = 1
 
 
 class UnknownCommandError(VsrkitError, ValueError):
@@ -111,3 +114,43 @@ class ActionQueue:
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-safe state: the actions not drained yet, and the running total."""
+        with self._lock:
+            return {
+                "version": _STATE_VERSION,
+                "pending": [a.to_dict() for a in self._items],
+                "total": self._total,
+            }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` output (``maxlen`` stays as constructed).
+
+        Raises:
+            ValueError: Naming the key that is missing or malformed (the queue is unchanged).
+        """
+        if state.get("version") != _STATE_VERSION:
+            raise ValueError(
+                f"ActionQueue state: 'version' must be {_STATE_VERSION}, "
+                f"got {state.get('version')!r}"
+            )
+        pending, total = state.get("pending"), state.get("total")
+        if not isinstance(pending, list):
+            raise ValueError("ActionQueue state: 'pending' must be a list of actions")
+        if isinstance(total, bool) or not isinstance(total, int) or total < 0:
+            raise ValueError(f"ActionQueue state: 'total' must be an int >= 0, got {total!r}")
+        items = []
+        for i, entry in enumerate(pending):
+            ok = isinstance(entry, Mapping) and entry.get("command") in COMMANDS
+            stamp = entry.get("time") if isinstance(entry, Mapping) else None
+            if not ok or not isinstance(stamp, (int, float)) or isinstance(stamp, bool):
+                raise ValueError(
+                    f"ActionQueue state: 'pending'[{i}] must be {{'command': one of "
+                    f"{', '.join(COMMANDS)}, 'source': str, 'time': number}}, got {entry!r}"
+                )
+            items.append(Action(entry["command"], str(entry.get("source", "")), float(stamp)))
+        with self._lock:
+            self._items.clear()
+            self._items.extend(items)
+            self._total = total

@@ -67,7 +67,7 @@ def distribution(values: Mapping[str, Any], which: int) -> dict[str, Any]:
     raw = {term: _number(values.get(fields[which])) for term, fields in LOSS_TERMS.items()}
     total = sum(abs(v) for v in raw.values() if v is not None)
     percent = {
-        term: (None if v is None else (100.0 * abs(v) / total if total > 0 else 0.0))
+        term: (None if v is None else (min(100.0, abs(v) / total * 100.0) if total > 0 else 0.0))
         for term, v in raw.items()
     }
     return {"values": raw, "percent": percent}
