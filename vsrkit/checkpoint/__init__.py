@@ -16,7 +16,8 @@ from vsrkit.checkpoint.errors import (
     CheckpointNotFoundError,
     CheckpointWriteError,
 )
-from vsrkit.checkpoint.manager import CheckpointManager, prune_checkpoints, verify_checkpoint
+from vsrkit.checkpoint.maintenance import prune_checkpoints, verify_checkpoint
+from vsrkit.checkpoint.manager import CheckpointManager
 from vsrkit.checkpoint.names import (
     CheckpointName,
     format_checkpoint_name,

@@ -10,28 +10,32 @@ Two managers writing the same folder at the same time is not supported.
 
 from __future__ import annotations
 
-import collections
 import concurrent.futures
-import contextlib
-import copy
 import datetime as _dt
 import errno
-import hashlib
 import logging
-import math
 import os
 import pickle
 import shutil
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from vsrkit._atomic import atomic_open, atomic_write_json
 from vsrkit._version import __version__
+from vsrkit.checkpoint._io import (
+    HashingWriter,
+    check_metrics,
+    iter_tensors,
+    sha256_file,
+    storage_range,
+    walk_tensors,
+    zip_crc32,
+)
 from vsrkit.checkpoint.errors import (
     CheckpointCorruptError,
     CheckpointError,
@@ -44,160 +48,16 @@ from vsrkit.checkpoint.records import (
     MANIFEST_VERSION,
     CheckpointRecord,
     read_manifest,
+    resume_order,
     scan_directory,
 )
 from vsrkit.checkpoint.retention import RetentionPolicy, best_record
 
-__all__ = ["CheckpointManager", "prune_checkpoints", "resume_order", "verify_checkpoint"]
+__all__ = ["CheckpointManager"]
 
 logger = logging.getLogger(__name__)
 
 _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EFBIG}
-
-
-class _HashingWriter:
-    """File wrapper for ``torch.save``: sha256 and byte count of what goes through.
-
-    Hashing runs on ``pool``'s single thread, in order, while this thread writes (both release
-    the GIL). A big chunk that lies inside one of ``stable`` (address ranges of CPU tensor
-    storages that stay alive and unchanged during the save) is hashed in the background
-    without waiting, so the hash overlaps the rest of the write and the fsync; any other big
-    chunk is hashed before ``write`` returns; small chunks are copied. :meth:`hexdigest`
-    waits for the last chunk. An ``OSError`` from the file is kept in :attr:`error`.
-    """
-
-    def __init__(
-        self,
-        fh: Any,
-        pool: concurrent.futures.ThreadPoolExecutor,
-        stable: Sequence[tuple[int, int]] = (),
-    ) -> None:
-        self._fh = fh
-        self._pool = pool
-        self._stable = stable
-        self._last: concurrent.futures.Future[None] | None = None
-        self._sha = hashlib.sha256()
-        self.size = 0
-        self.error: OSError | None = None
-
-    def _is_stable(self, view: memoryview) -> bool:
-        import numpy as np
-
-        start = int(np.frombuffer(view, dtype=np.uint8).ctypes.data)
-        end = start + view.nbytes
-        return any(lo <= start and end <= hi for lo, hi in self._stable)
-
-    def write(self, data: Any) -> int:
-        view = memoryview(data).cast("B")
-        nbytes = view.nbytes
-        wait = False
-        if nbytes < 1 << 20:
-            self._last = self._pool.submit(self._sha.update, bytes(view))
-        else:
-            wait = not self._is_stable(view)
-            self._last = self._pool.submit(self._sha.update, view)
-        try:
-            self._fh.write(view)
-        except OSError as exc:
-            self.error = exc
-            raise
-        finally:
-            if wait:
-                self._last.result()
-        self.size += nbytes
-        return nbytes
-
-    def flush(self) -> None:
-        self._fh.flush()
-
-    def hexdigest(self) -> str:
-        if self._last is not None:
-            self._last.result()
-        return self._sha.hexdigest()
-
-
-def resume_order(records: Sequence[CheckpointRecord], run_id: str | None) -> list[CheckpointRecord]:
-    """Valid records in the order a resume tries them (see :meth:`CheckpointManager.restore`)."""
-    valid = [r for r in records if r.valid]
-    preferred = run_id if any(r.run_id == run_id for r in valid) else None
-    if preferred is None:
-        committed = [r for r in valid if r.commit_time is not None]
-        if committed:
-            preferred = max(committed, key=lambda r: (r.commit_time, r.step)).run_id
-
-    def key(r: CheckpointRecord) -> tuple[bool, int, float, bool]:
-        return (r.run_id == preferred, r.step, r.commit_time or -math.inf, r.tag is None)
-
-    return sorted(valid, key=key, reverse=True)
-
-
-def _walk_tensors(obj: Any, fn: Any, memo: dict[int, Any] | None = None) -> Any:
-    """Rebuild nested dicts/lists/tuples, applying ``fn`` to every tensor (shared ones once)."""
-    import torch
-
-    memo = {} if memo is None else memo
-    if isinstance(obj, torch.Tensor):
-        if id(obj) not in memo:
-            memo[id(obj)] = fn(obj)
-        return memo[id(obj)]
-    if isinstance(obj, Mapping):
-        cls = type(obj) if type(obj) in (dict, collections.OrderedDict) else dict
-        return cls((k, _walk_tensors(v, fn, memo)) for k, v in obj.items())
-    if isinstance(obj, (list, tuple)) and type(obj) in (list, tuple):
-        return type(obj)(_walk_tensors(v, fn, memo) for v in obj)
-    return copy.deepcopy(obj)
-
-
-_CRC_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def _zip_crc32(enabled: bool) -> Iterator[None]:
-    """Turn torch's per-record zip CRC32 on or off for one save (it is a process-wide switch)."""
-    import torch.serialization as ts
-
-    with _CRC_LOCK:
-        before = ts.get_crc32_options()
-        ts.set_crc32_options(enabled)
-        try:
-            yield
-        finally:
-            ts.set_crc32_options(before)
-
-
-def _iter_tensors(obj: Any) -> Iterator[Any]:
-    """Every tensor inside nested dicts/lists/tuples."""
-    import torch
-
-    if isinstance(obj, torch.Tensor):
-        yield obj
-    elif isinstance(obj, Mapping):
-        for v in obj.values():
-            yield from _iter_tensors(v)
-    elif isinstance(obj, (list, tuple)):
-        for v in obj:
-            yield from _iter_tensors(v)
-
-
-def _storage_range(t: Any) -> tuple[int, int]:
-    storage = t.untyped_storage()
-    return (storage.data_ptr(), storage.data_ptr() + storage.nbytes())
-
-
-def _check_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float | int | None]:
-    out: dict[str, float | int | None] = {}
-    for key, value in (metrics or {}).items():
-        if not isinstance(key, str):
-            raise ValueError(f"checkpoint metrics: keys must be strings, got {key!r}")
-        if hasattr(value, "item") and callable(value.item):
-            value = value.item()  # a 0-d tensor or numpy scalar
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise ValueError(f"checkpoint metrics: {key!r} must be a number or None, got {value!r}")
-        if isinstance(value, float) and not math.isfinite(value):
-            logger.warning("checkpoint metric %r is %r: written as null", key, value)
-            value = None
-        out[key] = value
-    return out
 
 
 class CheckpointManager:
@@ -296,7 +156,7 @@ class CheckpointManager:
         name = format_checkpoint_name(step, tag)
         if not isinstance(state, Mapping):
             raise TypeError(f"checkpoint state must be a mapping, got {type(state).__name__}")
-        clean_metrics = _check_metrics(metrics)
+        clean_metrics = check_metrics(metrics)
         rc = None if runtime_config is None else os.fspath(runtime_config)
         with self._lock:
             if self._closed:
@@ -342,7 +202,7 @@ class CheckpointManager:
             new[key] = buf
             return buf
 
-        snapshot = _walk_tensors(state, copy)
+        snapshot = walk_tensors(state, copy)
         if cuda:
             torch.cuda.synchronize()
         self._snapshot_buffers = new
@@ -367,7 +227,7 @@ class CheckpointManager:
 
     def _check_free_space(self, state: Mapping[str, Any], name: str) -> None:
         need = (
-            sum(t.nelement() * t.element_size() for t in _iter_tensors(state)) + self.min_free_bytes
+            sum(t.nelement() * t.element_size() for t in iter_tensors(state)) + self.min_free_bytes
         )
         free = shutil.disk_usage(self.directory).free
         if free < need:
@@ -396,15 +256,15 @@ class CheckpointManager:
             logger.warning("%s: overwriting step %d of run %s", path, step, old.get("run_id"))
         if mpath.exists():
             mpath.unlink()  # uncommit the old file at this step before replacing it
-        stable = [_storage_range(t) for t in _iter_tensors(state) if t.device.type == "cpu"]
-        writer: _HashingWriter | None = None
+        stable = [storage_range(t) for t in iter_tensors(state) if t.device.type == "cpu"]
+        writer: HashingWriter | None = None
         try:
             # The file's data is fsynced before its rename; the folder fsync that follows the
             # manifest's rename makes both renames durable, in order (one folder fsync, not two).
             with atomic_open(path, "wb", fsync=False) as fh:
-                writer = _HashingWriter(fh, self._hash_pool(), stable)
-                with _zip_crc32(self.torch_crc32):
-                    torch.save(state, writer)
+                writer = HashingWriter(fh, self._hash_pool(), stable)
+                with zip_crc32(self.torch_crc32):
+                    torch.save(state, writer)  # type: ignore[arg-type]
                 fh.flush()
                 os.fsync(fh.fileno())
             sha256 = writer.hexdigest()  # waits for the hash, which ran beside the fsync
@@ -576,7 +436,7 @@ class CheckpointManager:
             expected = rec.size_bytes
             if size != expected:
                 raise CheckpointCorruptError(f"{rec.path}: {size} bytes, manifest says {expected}")
-            if verify and _sha256_file(rec.path) != read_manifest(rec.manifest_path)["sha256"]:
+            if verify and sha256_file(rec.path) != read_manifest(rec.manifest_path)["sha256"]:
                 raise CheckpointCorruptError(f"{rec.path}: sha256 differs from its manifest")
         try:
             state = torch.load(rec.path, map_location=map_location, weights_only=True)
@@ -651,63 +511,3 @@ class CheckpointManager:
     def __repr__(self) -> str:
         where = str(self.directory)
         return f"CheckpointManager({where!r}, keep={self.keep!r}, run_id={self.run_id!r})"
-
-
-def _sha256_file(path: Path, chunk: int = 8 << 20) -> str:
-    sha = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            sha.update(block)
-    return sha.hexdigest()
-
-
-def verify_checkpoint(rec: CheckpointRecord) -> str | None:
-    """Check a committed file against its manifest (size and sha256): ``None`` if good, else why."""
-    if rec.manifest_path is None:
-        return None if rec.status == "legacy" else "no manifest (uncommitted save)"
-    try:
-        manifest = read_manifest(rec.manifest_path)
-        size = rec.path.stat().st_size
-        if size != manifest["size_bytes"]:
-            return f"size {size} bytes, manifest says {manifest['size_bytes']}"
-        if _sha256_file(rec.path) != manifest["sha256"]:
-            return "sha256 differs from the manifest"
-    except (OSError, ValueError) as exc:
-        return f"unreadable: {exc}"
-    return None
-
-
-def prune_checkpoints(
-    directory: str | os.PathLike[str],
-    *,
-    keep_last: int,
-    dry_run: bool = False,
-    best_metric: str = "quality",
-    best_mode: str = "max",
-) -> list[CheckpointRecord]:
-    """Delete all but the ``keep_last`` highest-step valid checkpoints of a folder (any run).
-
-    The checkpoint a resume would pick and the best one (by ``best_metric``) are always kept;
-    uncommitted or mismatching files are left alone for a human to look at.
-
-    Returns:
-        The records deleted (or that would be, with ``dry_run``).
-    """
-    if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1:
-        raise ValueError(f"keep_last must be an int >= 1, got {keep_last!r}")
-    records = [r for r in scan_directory(directory) if r.valid]
-    keep = {r.filename for r in sorted(records, key=lambda r: (r.step, r.filename))[-keep_last:]}
-    order = resume_order(records, None)
-    if order:
-        keep.add(order[0].filename)
-    best = best_record(records, best_metric, best_mode)
-    if best is not None:
-        keep.add(best.filename)
-    doomed = [r for r in records if r.filename not in keep]
-    if not dry_run:
-        for rec in doomed:
-            if rec.manifest_path is not None:
-                rec.manifest_path.unlink(missing_ok=True)
-            rec.path.unlink(missing_ok=True)
-            logger.info("pruned %s", rec.path)
-    return doomed

@@ -17,13 +17,15 @@ import dataclasses
 import datetime as _dt
 import json
 import logging
+import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from vsrkit.checkpoint.names import CheckpointName, manifest_name, parse_checkpoint_name
 
-__all__ = ["CheckpointRecord", "read_manifest", "scan_directory"]
+__all__ = ["CheckpointRecord", "read_manifest", "resume_order", "scan_directory"]
 
 logger = logging.getLogger(__name__)
 
@@ -230,3 +232,18 @@ def scan_directory(
     records = [_make_record(d, n, p, manifest_name(n) in manifests) for n, p in order]
     records.sort(key=_sort_key)
     return records
+
+
+def resume_order(records: Sequence[CheckpointRecord], run_id: str | None) -> list[CheckpointRecord]:
+    """Valid records in the order a resume tries them (see :meth:`CheckpointManager.restore`)."""
+    valid = [r for r in records if r.valid]
+    preferred = run_id if any(r.run_id == run_id for r in valid) else None
+    if preferred is None:
+        committed = [r for r in valid if r.commit_time is not None]
+        if committed:
+            preferred = max(committed, key=lambda r: (r.commit_time, r.step)).run_id
+
+    def key(r: CheckpointRecord) -> tuple[bool, int, float, bool]:
+        return (r.run_id == preferred, r.step, r.commit_time or -math.inf, r.tag is None)
+
+    return sorted(valid, key=key, reverse=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from vsrkit.checkpoint.errors import CheckpointNotFoundError
-from vsrkit.checkpoint.manager import prune_checkpoints, verify_checkpoint
+from vsrkit.checkpoint.maintenance import prune_checkpoints, verify_checkpoint
 from vsrkit.checkpoint.prompt import format_checkpoint_table
 from vsrkit.checkpoint.records import read_manifest, scan_directory
 from vsrkit.cli._util import user_errors

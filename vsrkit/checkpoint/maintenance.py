@@ -1,0 +1,66 @@
+"""Folder maintenance used by the CLI: verify hashes, prune across runs."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from vsrkit.checkpoint._io import sha256_file
+from vsrkit.checkpoint.records import CheckpointRecord, read_manifest, resume_order, scan_directory
+from vsrkit.checkpoint.retention import best_record
+
+__all__ = ["prune_checkpoints", "verify_checkpoint"]
+
+logger = logging.getLogger(__name__)
+
+
+def verify_checkpoint(rec: CheckpointRecord) -> str | None:
+    """Check a committed file against its manifest (size and sha256): ``None`` if good, else why."""
+    if rec.manifest_path is None:
+        return None if rec.status == "legacy" else "no manifest (uncommitted save)"
+    try:
+        manifest = read_manifest(rec.manifest_path)
+        size = rec.path.stat().st_size
+        if size != manifest["size_bytes"]:
+            return f"size {size} bytes, manifest says {manifest['size_bytes']}"
+        if sha256_file(rec.path) != manifest["sha256"]:
+            return "sha256 differs from the manifest"
+    except (OSError, ValueError) as exc:
+        return f"unreadable: {exc}"
+    return None
+
+
+def prune_checkpoints(
+    directory: str | os.PathLike[str],
+    *,
+    keep_last: int,
+    dry_run: bool = False,
+    best_metric: str = "quality",
+    best_mode: str = "max",
+) -> list[CheckpointRecord]:
+    """Delete all but the ``keep_last`` highest-step valid checkpoints of a folder (any run).
+
+    The checkpoint a resume would pick and the best one (by ``best_metric``) are always kept;
+    uncommitted or mismatching files are left alone for a human to look at.
+
+    Returns:
+        The records deleted (or that would be, with ``dry_run``).
+    """
+    if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1:
+        raise ValueError(f"keep_last must be an int >= 1, got {keep_last!r}")
+    records = [r for r in scan_directory(directory) if r.valid]
+    keep = {r.filename for r in sorted(records, key=lambda r: (r.step, r.filename))[-keep_last:]}
+    order = resume_order(records, None)
+    if order:
+        keep.add(order[0].filename)
+    best = best_record(records, best_metric, best_mode)
+    if best is not None:
+        keep.add(best.filename)
+    doomed = [r for r in records if r.filename not in keep]
+    if not dry_run:
+        for rec in doomed:
+            if rec.manifest_path is not None:
+                rec.manifest_path.unlink(missing_ok=True)
+            rec.path.unlink(missing_ok=True)
+            logger.info("pruned %s", rec.path)
+    return doomed
