@@ -39,6 +39,7 @@ def test_status_reports_the_seed_keys_from_the_snapshot(server: MonitorServer) -
     assert doc["peak_activity"]["layer"] == "Final_Fusion"
     assert doc["weight_distribution"]["percent"]["l1"] == pytest.approx(60.0)
     assert doc["actions"]["enabled"] is True
+    assert doc["rss_gb"] > 0.001  # no GPU memory measured: the page shows this process's RSS
 
 
 def test_every_response_carries_the_security_headers(server: MonitorServer) -> None:
@@ -214,8 +215,9 @@ def test_remote_host_needs_the_explicit_flag(snapshot: MetricsSnapshot) -> None:
 
 def test_busy_port_gives_a_clear_error(server: MonitorServer, snapshot) -> None:
     other = MonitorServer(snapshot=snapshot, actions=None, port=server.port)
-    with pytest.raises(MonitorServerError, match=f"127.0.0.1:{server.port}"):
+    with pytest.raises(MonitorServerError, match=f"127.0.0.1:{server.port}") as info:
         other.start()
+    assert isinstance(info.value, OSError)  # `except OSError` around start() catches it
 
 
 def test_stop_ends_open_streams(snapshot: MetricsSnapshot) -> None:

@@ -23,6 +23,7 @@ _LAZY: dict[str, str] = {
     "UnknownCommandError": "vsrkit.monitor.actions",
     "MonitorServer": "vsrkit.monitor.server",
     "MonitorServerError": "vsrkit.monitor.server",
+    "MonitorPortError": "vsrkit.monitor.server",
     "TOKEN_HEADER": "vsrkit.monitor.server",
     "RunFolderSource": "vsrkit.monitor.runfolder",
     "TerminalView": "vsrkit.monitor.terminal",
@@ -34,27 +35,22 @@ _LAZY: dict[str, str] = {
 __all__ = sorted(_LAZY)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from vsrkit.monitor.actions import COMMANDS, Action, ActionQueue, UnknownCommandError
-    from vsrkit.monitor.runfolder import RunFolderSource
-    from vsrkit.monitor.server import TOKEN_HEADER, MonitorServer, MonitorServerError
-    from vsrkit.monitor.sources import ConfigSource, SnapshotSource
-    from vsrkit.monitor.status import status_document
-    from vsrkit.monitor.terminal import TerminalView
-
-    __all__ += [  # noqa: PLE0604
-        "COMMANDS",
-        "Action",
-        "ActionQueue",
-        "UnknownCommandError",
-        "RunFolderSource",
-        "TOKEN_HEADER",
-        "MonitorServer",
-        "MonitorServerError",
-        "ConfigSource",
-        "SnapshotSource",
-        "status_document",
-        "TerminalView",
-    ]
+    from vsrkit.monitor.actions import (  # noqa: F401
+        COMMANDS,
+        Action,
+        ActionQueue,
+        UnknownCommandError,
+    )
+    from vsrkit.monitor.runfolder import RunFolderSource  # noqa: F401
+    from vsrkit.monitor.server import (  # noqa: F401
+        TOKEN_HEADER,
+        MonitorPortError,
+        MonitorServer,
+        MonitorServerError,
+    )
+    from vsrkit.monitor.sources import ConfigSource, SnapshotSource  # noqa: F401
+    from vsrkit.monitor.status import status_document  # noqa: F401
+    from vsrkit.monitor.terminal import TerminalView  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

@@ -17,7 +17,9 @@ import hmac
 import ipaddress
 import json
 import logging
+import os
 import secrets
+import sys
 import threading
 import time
 from collections import deque
@@ -32,7 +34,7 @@ from vsrkit.monitor.actions import ActionQueue
 from vsrkit.monitor.sources import config_view, read_snapshot, submit_config
 from vsrkit.monitor.status import status_document
 
-__all__ = ["TOKEN_HEADER", "MonitorServer", "MonitorServerError"]
+__all__ = ["TOKEN_HEADER", "MonitorPortError", "MonitorServer", "MonitorServerError"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +46,30 @@ _LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
 class MonitorServerError(VsrkitError):
     """The monitor could not start (port in use, remote address without ``allow_remote``)."""
+
+
+class MonitorPortError(MonitorServerError, OSError):
+    """The address could not be bound (port in use, address not available).
+
+    Also an :class:`OSError`, so ``except OSError`` around :meth:`MonitorServer.start` works.
+    """
+
+
+def process_rss_gb() -> float | None:
+    """Resident memory of this process in GiB (Linux ``/proc``; peak RSS elsewhere), or None."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as fh:
+            pages = int(fh.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**30
+    except (OSError, ValueError, IndexError, AttributeError):
+        pass
+    try:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, B on macOS
+        return peak / (2**30 if sys.platform == "darwin" else 2**20)
+    except (ImportError, OSError):
+        return None
 
 
 def _is_loopback(host: str) -> bool:
@@ -186,7 +212,7 @@ class MonitorServer:
         try:
             httpd = ThreadingHTTPServer((self.host, self._requested_port), handler)
         except OSError as exc:
-            raise MonitorServerError(
+            raise MonitorPortError(
                 f"cannot serve the monitor on {self.host}:{self._requested_port}: {exc.strerror}"
                 " (choose another port)"
             ) from exc
@@ -257,6 +283,8 @@ class MonitorServer:
             "pending": [a.to_dict() for a in self.actions.pending()] if self.actions else [],
             "note": self.read_only_note if self.actions is None else None,
         }
+        # the card shows GPU memory, or this process's RSS where there is none (CPU runs)
+        doc["rss_gb"] = None if self.read_only else process_rss_gb()
         doc["config_enabled"] = self.config is not None and not self.read_only
         doc["config_changes"] = config_view(self.config, changes_limit=20)["changes"]
         if self._extra is not None:
