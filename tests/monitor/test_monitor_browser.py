@@ -7,6 +7,7 @@ Without /usr/bin/chromium the tests skip, unless VSRKIT_REQUIRE_BROWSER=1 (CI): 
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -54,6 +55,7 @@ class FakeLoop(threading.Thread):
         self.paused = False
         self.step = 0
         self.applied: list[tuple[str, Any]] = []
+        self.manual: list[int] = []  # steps validated because the page asked
 
     def metrics(self, step: int) -> dict[str, Any]:
         loss = 0.05 + 0.5 / math.sqrt(step)
@@ -116,6 +118,7 @@ class FakeLoop(threading.Thread):
                 self.snapshot.update(self.step, training_paused=True)
             for action in self.queue.drain():  # step boundary: the loop acts
                 if action.command == "validate":
+                    self.manual.append(self.step)
                     self.validate(self.step)
                 elif action.command in ("pause", "resume"):
                     self.paused = action.command == "pause"
@@ -197,17 +200,22 @@ def test_step_rises_live(live) -> None:
     assert _step(page) <= loop.step
 
 
-def test_validate_button_makes_the_loop_write_a_statistik_file(live, tmp_path: Path) -> None:
+def test_validate_button_makes_the_loop_write_a_statistik_file(live) -> None:
     page, loop, _ = live
     wait_until(page, "#c-step", lambda t: t[:1].isdigit())
-    before = set(tmp_path.glob("Statistik_*.json"))
+    assert loop.manual == []
     page.click("#btn-validate")
     wait_until(page, "#toast", lambda t: t.startswith("queued: validate"))
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and not (set(tmp_path.glob("Statistik_*.json")) - before):
+    while time.monotonic() < deadline and not (
+        loop.manual and loop.writer.path_for(loop.manual[0]).exists()
+    ):
         time.sleep(0.05)
-    new = set(tmp_path.glob("Statistik_*.json")) - before
-    assert new, "no Statistik file after pressing Validate"
+    assert loop.manual, "the loop never got the validate action"
+    path = loop.writer.path_for(loop.manual[0])
+    assert path.exists(), f"no {path.name} after pressing Validate"
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    assert doc["step_current"] == loop.manual[0] and doc["quality_ki_value"] is not None
     page.click("#btn-pause")
     page.wait_for_selector("#b-paused.on", timeout=10000)
     page.click("#btn-resume")

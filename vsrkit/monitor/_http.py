@@ -179,8 +179,7 @@ class MonitorHandler(BaseHTTPRequestHandler):
         if not self.monitor.open_stream():
             raise _Reject(503, "too many live streams; poll /api/status instead")
         try:
-            self._headers(200, "text/event-stream; charset=utf-8", None, {})
-            self.close_connection = True
+            self._headers(200, "text/event-stream; charset=utf-8", None, {"Connection": "close"})
             self.wfile.write(b"retry: 2000\n\n")
             self.wfile.flush()
             last_body, last_write = b"", time.monotonic()
