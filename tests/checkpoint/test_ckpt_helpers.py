@@ -127,7 +127,7 @@ def _rec(
     if quality is not None:
         m["quality"] = quality
     return CheckpointRecord(
-        path=Path(f"/x/{step}.pth"),
+        directory=Path("/x"),
         filename=f"{step}-{tag}.pth",
         step=step,
         type=tag or "regular",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import functools
 import json
 import logging
 import math
@@ -38,8 +39,8 @@ class CheckpointRecord:
     """One checkpoint file as seen by a listing.
 
     Attributes:
-        path: Full path of the ``.pth`` file.
-        filename: Its name.
+        directory: The folder it lies in.
+        filename: The ``.pth`` file name; ``path`` is ``directory / filename``.
         step: The training step (from the name, which always agrees with a valid manifest).
         type: ``"regular"``, ``"best"``, ``"emergency"`` or another tag.
         tag: The tag, ``None`` for a regular checkpoint.
@@ -54,7 +55,8 @@ class CheckpointRecord:
         run_id: The run that wrote it (from the manifest), ``None`` if unknown.
         commit_time: Manifest ``unix_time`` (seconds), ``None`` without a manifest.
         metrics: Every metric of the manifest.
-        manifest_path: The manifest's path, ``None`` when there is none.
+        manifest_file: The manifest's file name, ``None`` when there is none
+            (``manifest_path`` is its full path).
         size_bytes: File size in bytes, ``None`` if it could not be read.
 
     Example:
@@ -63,7 +65,7 @@ class CheckpointRecord:
         []
     """
 
-    path: Path
+    directory: Path
     filename: str
     step: int
     type: str
@@ -78,8 +80,19 @@ class CheckpointRecord:
     run_id: str | None = None
     commit_time: float | None = None
     metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
-    manifest_path: Path | None = None
+    manifest_file: str | None = None
     size_bytes: int | None = None
+
+    # Paths are built on first use: pathlib parsing dominated listing 10,000 checkpoints.
+    @functools.cached_property
+    def path(self) -> Path:
+        """Full path of the ``.pth`` file."""
+        return self.directory / self.filename
+
+    @functools.cached_property
+    def manifest_path(self) -> Path | None:
+        """Full path of the manifest, ``None`` when there is none."""
+        return self.directory / self.manifest_file if self.manifest_file else None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict of every field (paths as strings, timestamp as ISO 8601)."""
@@ -100,6 +113,7 @@ class CheckpointRecord:
             "commit_time": self.commit_time,
             "metrics": dict(self.metrics),
             "manifest_path": str(self.manifest_path) if self.manifest_path else None,
+            "directory": str(self.directory),
             "size_bytes": self.size_bytes,
         }
 
@@ -111,18 +125,27 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
         OSError: If it cannot be read.
         ValueError: If it is not a vsrkit manifest (the message names the file and field).
     """
-    p = Path(path)
+    with open(path, "rb") as fh:  # bytes: json decodes UTF-8 itself, faster than a text file
+        raw = fh.read()
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{p}: not valid JSON ({exc})") from exc
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{os.fspath(path)}: not valid JSON ({exc})") from exc
+    return _check_manifest(data, path)
+
+
+def _check_manifest(data: Any, path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
         raise ValueError(
-            f"{p}: not a vsrkit checkpoint manifest (expected format={MANIFEST_FORMAT!r})"
+            f"{os.fspath(path)}: not a vsrkit checkpoint manifest "
+            f"(expected format={MANIFEST_FORMAT!r})"
         )
     for key, kind in (("step", int), ("file", str), ("size_bytes", int), ("sha256", str)):
-        if not isinstance(data.get(key), kind) or isinstance(data.get(key), bool):
-            raise ValueError(f"{p}: field {key!r} must be {kind.__name__}, got {data.get(key)!r}")
+        value = data.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ValueError(
+                f"{os.fspath(path)}: field {key!r} must be {kind.__name__}, got {value!r}"
+            )
     return data
 
 
@@ -134,30 +157,36 @@ def _metric(metrics: dict[str, Any], key: str) -> float | None:
 def _make_record(
     directory: Path, name: str, parsed: CheckpointName, has_manifest: bool
 ) -> CheckpointRecord:
-    path = directory / name
+    base = os.fspath(directory) + os.sep
     try:
-        st = path.stat()
-        size = st.st_size
+        st: os.stat_result | None = os.stat(base + name)
+        size = st.st_size  # type: ignore[union-attr]
     except OSError:
         size, st = -1, None
     manifest: dict[str, Any] | None = None
-    mpath = directory / manifest_name(name) if has_manifest else None
+    mname = manifest_name(name) if has_manifest else None
     status = "legacy" if parsed.legacy else "uncommitted"
-    if mpath is not None:
+    if mname is not None:
         try:
-            manifest = read_manifest(mpath)
+            manifest = read_manifest(base + mname)
         except (OSError, ValueError) as exc:
             logger.warning("checkpoint manifest unusable: %s", exc)
             status = "mismatch"
         else:
             if manifest["file"] != name or manifest["step"] != parsed.step:
                 logger.warning(
-                    "%s: manifest names %r step %r", mpath, manifest["file"], manifest["step"]
+                    "%s: manifest names %r step %r",
+                    base + str(mname),
+                    manifest["file"],
+                    manifest["step"],
                 )
                 status = "mismatch"
             elif manifest["size_bytes"] != size:
                 logger.warning(
-                    "%s: size %d on disk, manifest says %d", path, size, manifest["size_bytes"]
+                    "%s: size %d on disk, manifest says %d",
+                    base + name,
+                    size,
+                    manifest["size_bytes"],
                 )
                 status = "mismatch"
             else:
@@ -172,7 +201,7 @@ def _make_record(
     ts = _dt.datetime.fromtimestamp(when, tz=_dt.timezone.utc) if when is not None else None
     run_id = manifest.get("run_id") if manifest else None
     return CheckpointRecord(
-        path=path,
+        directory=directory,
         filename=name,
         step=parsed.step,
         type=parsed.type,
@@ -187,7 +216,7 @@ def _make_record(
         run_id=run_id if isinstance(run_id, str) else None,
         commit_time=commit_time,
         metrics=metrics,
-        manifest_path=mpath,
+        manifest_file=mname,
         size_bytes=size if size >= 0 else None,
     )
 
