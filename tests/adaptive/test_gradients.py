@@ -1,0 +1,221 @@
+"""GradientMonitor: per-module norms without per-step syncs, frozen and non-finite warnings."""
+
+from __future__ import annotations
+
+import doctest
+import json
+import logging
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from vsrkit.adaptive import AdaptiveError
+from vsrkit.adaptive import gradients as gradients_module
+from vsrkit.adaptive.gradients import GradientMonitor, log_gradient_norms
+
+
+class TwoPart(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = torch.nn.Linear(4, 8)
+        self.head = torch.nn.Linear(8, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.encoder(x)))
+
+
+def train_steps(net, mon, steps, *, scale=1.0):
+    torch.manual_seed(0)
+    opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=0.01)
+    for _ in range(steps):
+        loss = net(torch.randn(16, 4)).pow(2).mean() * scale
+        opt.zero_grad()
+        loss.backward()
+        mon.accumulate()
+        opt.step()
+
+
+def test_norms_are_the_mean_of_per_step_norms():
+    net = TwoPart()
+    mon = GradientMonitor({"encoder": net.encoder, "head": net.head})
+    expected = {"encoder": [], "head": []}
+    torch.manual_seed(1)
+    for _ in range(3):
+        net.zero_grad()
+        net(torch.randn(5, 4)).sum().backward()
+        mon.accumulate()
+        for name in expected:
+            grads = [p.grad for p in getattr(net, name).parameters()]
+            expected[name].append(
+                float(torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads])))
+            )
+    report = mon.read(30)
+    assert report.steps == 3 and report.step == 30
+    for name, values in expected.items():
+        assert report.norms[name] == pytest.approx(sum(values) / 3, rel=1e-5)
+    assert report.alerts == [] and report.nonfinite == {"encoder": 0, "head": 0}
+    # the interval restarts after a read
+    assert mon.read(40).steps == 0
+
+
+def test_deliberately_frozen_module_is_reported_after_n_checks(caplog):
+    net = TwoPart()
+    net.encoder.requires_grad_(False)  # the mistake
+    mon = GradientMonitor({"encoder": net.encoder, "head": net.head}, zero_checks=3)
+    alerts = []
+    with caplog.at_level(logging.WARNING, logger="vsrkit.adaptive.gradients"):
+        for check in range(1, 6):
+            train_steps(net, mon, 2)
+            report = mon.read(check * 10)
+            alerts.append(report.alerts)
+    assert alerts[0] == alerts[1] == []
+    assert len(alerts[2]) == 1 and "'encoder'" in alerts[2][0] and "3 checks" in alerts[2][0]
+    assert alerts[3] == alerts[4] == []  # warned once per streak
+    assert report.zero_streak == {"encoder": 5, "head": 0}
+    assert report.norms["encoder"] == 0.0 and report.norms["head"] > 0
+    assert sum("frozen by mistake" in r.message for r in caplog.records) == 1
+    status = mon.status()
+    assert status["gradient_zero_streak"]["encoder"] == 5
+    json.dumps(status, allow_nan=False)
+
+
+def test_module_frozen_on_purpose_is_not_reported():
+    net = TwoPart()
+    net.encoder.requires_grad_(False)
+    mon = GradientMonitor(
+        {"encoder": net.encoder, "head": net.head}, frozen=["encoder"], zero_checks=1
+    )
+    train_steps(net, mon, 2)
+    assert mon.read(10).alerts == []
+
+
+def test_a_gradient_ends_the_streak():
+    net = TwoPart()
+    mon = GradientMonitor({"encoder": net.encoder, "head": net.head}, zero_checks=2)
+    net.encoder.requires_grad_(False)
+    train_steps(net, mon, 1)
+    assert mon.read(1).zero_streak["encoder"] == 1
+    net.encoder.requires_grad_(True)
+    train_steps(net, mon, 1)
+    report = mon.read(2)
+    assert report.zero_streak["encoder"] == 0 and report.alerts == []
+
+
+def test_non_finite_gradient_is_reported_at_once_and_excluded_from_the_mean():
+    net = TwoPart()
+    mon = GradientMonitor({"encoder": net.encoder, "head": net.head})
+    train_steps(net, mon, 2)
+    net.zero_grad()
+    (net(torch.randn(3, 4)).sum() * float("inf")).backward()
+    mon.accumulate()
+    report = mon.read(7)
+    assert report.steps == 3
+    assert report.nonfinite["head"] == 1
+    assert any("non-finite" in a and "'head'" in a for a in report.alerts)
+    assert report.norms["head"] is not None and report.norms["head"] > 0
+
+
+def test_all_steps_non_finite_gives_none_not_zero():
+    net = TwoPart()
+    mon = GradientMonitor({"head": net.head})
+    net(torch.randn(3, 4)).sum().mul(float("nan")).backward()
+    mon.accumulate()
+    report = mon.read(1)
+    assert report.norms == {"head": None} and report.nonfinite == {"head": 1}
+
+
+def test_tensorboard_gets_gradients_tags(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from vsrkit.stats import TensorBoardLogger
+
+    net = TwoPart()
+    net.encoder.requires_grad_(False)
+    mon = GradientMonitor({"encoder": net.encoder, "head": net.head})
+    tb = TensorBoardLogger(tmp_path)
+    for step in (10, 20):
+        train_steps(net, mon, 2)
+        log_gradient_norms(tb, mon.read(step))
+    tb.close()
+    acc = EventAccumulator(str(tmp_path))
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    assert "Gradients/head" in tags and "Gradients/encoder" in tags
+    assert [e.step for e in acc.Scalars("Gradients/head")] == [10, 20]
+    assert all(e.value == 0.0 for e in acc.Scalars("Gradients/encoder"))
+    log_gradient_norms(TensorBoardLogger(tmp_path / "off", enabled=False), mon.read(30))
+    assert not (tmp_path / "off").exists()
+
+
+def test_state_round_trips_through_json_and_keeps_settings():
+    net = TwoPart()
+    net.encoder.requires_grad_(False)
+    mon = GradientMonitor({"encoder": net.encoder, "head": net.head}, zero_checks=4)
+    for step in (1, 2):
+        train_steps(net, mon, 1)
+        mon.read(step)
+    state = json.loads(json.dumps(mon.state_dict(), allow_nan=False))
+    other = GradientMonitor({"encoder": net.encoder, "head": net.head}, zero_checks=2)
+    other.load_state_dict(state)
+    assert other.state_dict() == mon.state_dict() and other.zero_checks == 2
+    train_steps(net, other, 1)
+    assert other.read(3).zero_streak["encoder"] == 3
+
+
+@pytest.mark.parametrize(
+    "state, match",
+    [
+        ({"version": 2, "zero_streak": {}, "checks": 0}, "version"),
+        ({"version": 1, "checks": 0}, "zero_streak"),
+        ({"version": 1, "zero_streak": {"head": 1}, "checks": 0}, "exactly the modules"),
+        ({"version": 1, "zero_streak": {"encoder": -1, "head": 0}, "checks": 0}, "encoder"),
+    ],
+)
+def test_bad_state_is_refused_with_the_key(state, match):
+    net = TwoPart()
+    mon = GradientMonitor({"encoder": net.encoder, "head": net.head})
+    with pytest.raises(AdaptiveError, match=match):
+        mon.load_state_dict(state)
+
+
+def test_bad_settings_name_the_field():
+    net = TwoPart()
+    with pytest.raises(AdaptiveError, match="non-empty mapping"):
+        GradientMonitor({})
+    with pytest.raises(AdaptiveError, match="torch module"):
+        GradientMonitor({"x": 3})
+    with pytest.raises(AdaptiveError, match="unknown module"):
+        GradientMonitor({"head": net.head}, frozen=["body"])
+    with pytest.raises(AdaptiveError, match="zero_checks"):
+        GradientMonitor({"head": net.head}, zero_checks=0)
+    with pytest.raises(AdaptiveError, match="no parameters"):
+        GradientMonitor({"relu": torch.nn.ReLU()})
+
+
+def test_accumulate_makes_no_host_sync(monkeypatch):
+    net = TwoPart()
+    mon = GradientMonitor({"encoder": net.encoder, "head": net.head})
+    net(torch.randn(2, 4)).sum().backward()
+
+    def boom(*a, **k):
+        raise AssertionError("host sync in accumulate")
+
+    monkeypatch.setattr(torch.Tensor, "item", boom)
+    monkeypatch.setattr(torch.Tensor, "tolist", boom)
+    monkeypatch.setattr(torch.Tensor, "__bool__", boom)
+    mon.accumulate()
+    monkeypatch.undo()
+    assert mon.read(1).steps == 1
+
+
+def test_import_does_not_import_torch():
+    code = "import sys, vsrkit.adaptive.gradients; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_docstring_example_runs():
+    result = doctest.testmod(gradients_module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
