@@ -116,7 +116,7 @@ class GradientMonitor:
         """Add this step's per-module gradient norms to the device sums (no host sync)."""
         import torch
 
-        norms = []
+        norms: list[Any] = []
         device = None
         for params in self._params:
             grads = [p.grad for p in params if p.grad is not None]
