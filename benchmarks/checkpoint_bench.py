@@ -139,6 +139,12 @@ def main() -> None:
             lambda: sync.save(next(step), state), lambda: baseline.save(state), args.repeat
         )
         rows.append(("sync save vs torch.save+fsync", t_save, t_durable, "<= 1.10"))
+        nosum = CheckpointManager(root / "nosum", run_id="nosum", keep=LatestN(2), checksum=False)
+        t_nosum, t_durable2 = paired(
+            lambda: nosum.save(next(step), state), lambda: baseline.save(state), args.repeat
+        )
+        nosum.close()
+        rows.append(("  same, checksum=False (no sha256)", t_nosum, t_durable2, ""))
 
         asyn = CheckpointManager(root / "async", async_save=True, run_id="async", keep=LatestN(2))
         blocked, sync_again = [], []

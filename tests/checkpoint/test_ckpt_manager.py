@@ -288,3 +288,22 @@ def test_explicit_run_id_is_never_replaced(tmp_path: Path) -> None:
     mgr = CheckpointManager(tmp_path, run_id="b")
     assert mgr.restore()[0] == 5
     assert mgr.run_id == "b"
+
+
+def test_checksum_false_writes_null_sha256_and_still_checks_size(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from vsrkit.cli import cli
+
+    mgr = CheckpointManager(tmp_path, checksum=False)
+    mgr.save(1, make_state(1))
+    mgr.save(2, make_state(2))
+    assert mgr.manifest(2)["sha256"] is None
+    assert [r.status for r in mgr.list()] == ["committed", "committed"]
+    check_state(2, mgr.restore(verify=True)[1])
+    result = CliRunner().invoke(cli, ["checkpoints", "verify", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    p = tmp_path / "checkpoint_step_0000002.pth"
+    p.write_bytes(p.read_bytes()[:-10])
+    result = CliRunner().invoke(cli, ["checkpoints", "verify", str(tmp_path)])
+    assert result.exit_code == 1 and "CORRUPT" in result.output

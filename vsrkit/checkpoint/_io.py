@@ -25,13 +25,14 @@ class HashingWriter:
     storages that stay alive and unchanged during the save) is hashed in the background
     without waiting, so the hash overlaps the rest of the write and the fsync; any other big
     chunk is hashed before ``write`` returns; small chunks are copied. :meth:`hexdigest`
-    waits for the last chunk. An ``OSError`` from the file is kept in :attr:`error`.
+    waits for the last chunk. With ``pool=None`` it only counts bytes. An ``OSError`` from
+    the file is kept in :attr:`error`.
     """
 
     def __init__(
         self,
         fh: Any,
-        pool: concurrent.futures.ThreadPoolExecutor,
+        pool: concurrent.futures.ThreadPoolExecutor | None,
         stable: Sequence[tuple[int, int]] = (),
     ) -> None:
         self._fh = fh
@@ -53,7 +54,9 @@ class HashingWriter:
         view = memoryview(data).cast("B")
         nbytes = view.nbytes
         wait = False
-        if nbytes < 1 << 20:
+        if self._pool is None:  # counting only: no checksum wanted
+            pass
+        elif nbytes < 1 << 20:
             self._last = self._pool.submit(self._sha.update, bytes(view))
         else:
             wait = not self._is_stable(view)
@@ -64,7 +67,7 @@ class HashingWriter:
             self.error = exc
             raise
         finally:
-            if wait:
+            if wait and self._last is not None:
                 self._last.result()
         self.size += nbytes
         return nbytes
@@ -72,10 +75,11 @@ class HashingWriter:
     def flush(self) -> None:
         self._fh.flush()
 
-    def hexdigest(self) -> str:
+    def hexdigest(self) -> str | None:
+        """The sha256 of everything written, ``None`` without a pool (no checksum)."""
         if self._last is not None:
             self._last.result()
-        return self._sha.hexdigest()
+        return self._sha.hexdigest() if self._pool is not None else None
 
 
 _CRC_LOCK = threading.Lock()

@@ -15,7 +15,10 @@ logger = logging.getLogger(__name__)
 
 
 def verify_checkpoint(rec: CheckpointRecord) -> str | None:
-    """Check a committed file against its manifest (size and sha256): ``None`` if good, else why."""
+    """Check a committed file against its manifest: ``None`` if good, else why.
+
+    The size is always checked; the sha256 when the manifest has one (``checksum=True``).
+    """
     if rec.manifest_path is None:
         return None if rec.status == "legacy" else "no manifest (uncommitted save)"
     try:
@@ -23,7 +26,7 @@ def verify_checkpoint(rec: CheckpointRecord) -> str | None:
         size = rec.path.stat().st_size
         if size != manifest["size_bytes"]:
             return f"size {size} bytes, manifest says {manifest['size_bytes']}"
-        if sha256_file(rec.path) != manifest["sha256"]:
+        if manifest["sha256"] is not None and sha256_file(rec.path) != manifest["sha256"]:
             return "sha256 differs from the manifest"
     except (OSError, ValueError) as exc:
         return f"unreadable: {exc}"

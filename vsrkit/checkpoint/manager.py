@@ -81,6 +81,9 @@ class CheckpointManager:
             ``restore(verify=True)`` and ``vsrkit checkpoints verify``) covers the same
             damage. The switch is process-wide in torch; it is flipped only for the duration
             of this manager's ``torch.save`` call.
+        checksum: Hash every file (sha256, on a helper thread while it is written). With
+            ``False`` the manifest's ``sha256`` is ``null`` and damage is only caught by
+            the size check and by loading; it saves the hashing CPU time.
 
     Example:
         >>> import tempfile, torch
@@ -103,6 +106,7 @@ class CheckpointManager:
         best_mode: str = "max",
         min_free_mb: float = 64.0,
         torch_crc32: bool = False,
+        checksum: bool = True,
     ) -> None:
         if keep is not None and not callable(getattr(keep, "keep", None)):
             raise TypeError(f"keep must be a retention policy (LatestN, AnyOf, ...), got {keep!r}")
@@ -116,6 +120,7 @@ class CheckpointManager:
         self.best_metric, self.best_mode = best_metric, best_mode
         self.min_free_bytes = int(min_free_mb * 1e6)
         self.torch_crc32 = bool(torch_crc32)
+        self.checksum = bool(checksum)
         self._run_id_given = run_id is not None
         self.run_id: str = run_id or uuid.uuid4().hex[:12]
         self._saved_any = False
@@ -262,7 +267,7 @@ class CheckpointManager:
             # The file's data is fsynced before its rename; the folder fsync that follows the
             # manifest's rename makes both renames durable, in order (one folder fsync, not two).
             with atomic_open(path, "wb", fsync=False) as fh:
-                writer = HashingWriter(fh, self._hash_pool(), stable)
+                writer = HashingWriter(fh, self._hash_pool() if self.checksum else None, stable)
                 with zip_crc32(self.torch_crc32):
                     torch.save(state, writer)  # type: ignore[arg-type]
                 fh.flush()
@@ -436,8 +441,15 @@ class CheckpointManager:
             expected = rec.size_bytes
             if size != expected:
                 raise CheckpointCorruptError(f"{rec.path}: {size} bytes, manifest says {expected}")
-            if verify and sha256_file(rec.path) != read_manifest(rec.manifest_path)["sha256"]:
-                raise CheckpointCorruptError(f"{rec.path}: sha256 differs from its manifest")
+            if verify:
+                expected_sha = read_manifest(rec.manifest_path)["sha256"]
+                if expected_sha is None:
+                    logger.warning(
+                        "%s: no sha256 in its manifest (checksum=False); size checked only",
+                        rec.path,
+                    )
+                elif sha256_file(rec.path) != expected_sha:
+                    raise CheckpointCorruptError(f"{rec.path}: sha256 differs from its manifest")
         try:
             state = torch.load(rec.path, map_location=map_location, weights_only=True)
         except OSError:

@@ -142,6 +142,8 @@ def _check_manifest(data: Any, path: str | os.PathLike[str]) -> dict[str, Any]:
         )
     for key, kind in (("step", int), ("file", str), ("size_bytes", int), ("sha256", str)):
         value = data.get(key)
+        if key == "sha256" and value is None and "sha256" in data:
+            continue  # saved with checksum=False
         if not isinstance(value, kind) or isinstance(value, bool):
             raise ValueError(
                 f"{os.fspath(path)}: field {key!r} must be {kind.__name__}, got {value!r}"
