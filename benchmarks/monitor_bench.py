@@ -12,7 +12,9 @@ forward + backward of a small MLP), a ``MetricsSnapshot.update`` every step and 
      ``/events`` open, like a browser tab
 - D  8 concurrent clients for ``--stress-seconds``: a process with 8 threads fetching
      ``/api/status`` back to back on keep-alive connections; requests/s, p50/p99 latency,
-     errors and the training slowdown under that stress
+     errors and the training slowdown under that stress, with the default pacing
+     (``max_request_rate=100``)
+- D' the same flood against a server without pacing (``max_request_rate=None``)
 
 A and C alternate in ``--pairs`` short windows; C's slowdown is the median of the paired
 ratios, which cancels most of the drift of a shared machine. Targets: C <= 1 %, D errors 0.
@@ -226,6 +228,13 @@ def main() -> None:
     stress = json.loads(client.communicate(timeout=120)[0])
     builds = srv.builds
     srv.stop()
+    srv = MonitorServer(snapshot=snap, actions=queue, port=port, max_request_rate=None).start()
+    client = spawn("stress", port, args.stress_seconds)
+    time.sleep(0.3)
+    flood_step = train_for(args.stress_seconds - 0.6, args.size, snap, queue)  # D'
+    flood_cpu = OTHER_CPU[-1]
+    flood = json.loads(client.communicate(timeout=120)[0])
+    srv.stop()
     a = statistics.median(base)
 
     def row(name: str, t: float, ratio: float, cpu: float, extra: str = "") -> None:
@@ -257,17 +266,23 @@ def main() -> None:
         f"median of paired ratios; windows {min(dash) * 1e3:.3f}-{max(dash) * 1e3:.3f}; "
         f"{events} events pushed",
     )
-    row(f"D  8 clients, {args.stress_seconds:g} s", stress_step, stress_step / a, stress_cpu)
+    row(
+        f"D  8 clients, {args.stress_seconds:g} s (paced)", stress_step, stress_step / a, stress_cpu
+    )
+    row("D' 8 clients, max_request_rate=None", flood_step, flood_step / a, flood_cpu)
     print(
         "\nmon. CPU = CPU time of the process's other threads (the monitor) per second of "
         "training wall time; unlike step times it is not disturbed by other processes."
     )
-    print(
-        f"\n8 concurrent clients, {args.stress_seconds:g} s: {stress['requests']} requests, "
-        f"{stress['rps']:.0f} req/s, p50 {stress['p50_ms']:.2f} ms, p99 "
-        f"{stress['p99_ms']:.2f} ms, errors {stress['errors']}; the status document was built "
-        f"{builds} times (max_rate 5/s)"
-    )
+    print(f"\n8 concurrent clients on /api/status, {args.stress_seconds:g} s each:\n")
+    print("| server                         | requests | req/s | p50 (ms) | p99 (ms) | errors |")
+    print("|--------------------------------|----------|-------|----------|----------|--------|")
+    for name, r in (("D  default (100 req/s paced)", stress), ("D' max_request_rate=None", flood)):
+        print(
+            f"| {name:<30} | {r['requests']:8d} | {r['rps']:5.0f} | {r['p50_ms']:8.2f} | "
+            f"{r['p99_ms']:8.2f} | {r['errors']:6d} |"
+        )
+    print(f"\nthe status document was built {builds} times during D (max_rate 5/s)")
 
 
 if __name__ == "__main__":

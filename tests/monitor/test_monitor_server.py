@@ -291,3 +291,21 @@ def test_importing_the_monitor_does_not_import_torch() -> None:
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_requests_are_paced_not_refused(snapshot: MetricsSnapshot) -> None:
+    with MonitorServer(snapshot=snapshot, actions=None, port=0, max_request_rate=20) as srv:
+        start = time.monotonic()
+        statuses = [request(srv, "GET", "/api/status")[0] for _ in range(10)]
+        elapsed = time.monotonic() - start
+    assert statuses == [200] * 10
+    assert elapsed >= 9 / 20 - 0.01  # one request per 1/20 s, all clients together
+
+
+def test_a_flood_beyond_the_timeout_gets_503(snapshot: MetricsSnapshot) -> None:
+    with MonitorServer(
+        snapshot=snapshot, actions=None, port=0, max_request_rate=0.5, request_timeout=0.5
+    ) as srv:
+        assert request(srv, "GET", "/api/status")[0] == 200
+        status, headers, _ = request(srv, "GET", "/api/status")  # its turn is 2 s away
+        assert status == 503 and headers["retry-after"] == "2"

@@ -140,6 +140,9 @@ class MonitorServer:
         sse_interval: Seconds between two checks for a new document on ``/events``.
         max_body: Largest accepted request body in bytes (larger: 413).
         max_streams: Most concurrent ``/events`` streams (more: 503, the page polls instead).
+        max_request_rate: Requests per second the server answers, all clients together;
+            beyond it requests wait their turn (sleeping, without the GIL), so a flood of
+            clients costs training a bounded share of the CPU. ``None``: no pacing.
         request_timeout: Socket timeout of a connection in seconds.
         read_only_note: Text shown on the page when actions are disabled.
 
@@ -167,6 +170,7 @@ class MonitorServer:
         sse_interval: float = 1.0,
         max_body: int = 16 * 1024,
         max_streams: int = 16,
+        max_request_rate: float | None = 100.0,
         request_timeout: float = 10.0,
         history: int = 2000,
         read_only_note: str = "Read-only: actions are disabled.",
@@ -188,6 +192,11 @@ class MonitorServer:
         self.min_interval = 1.0 / max_rate
         self.sse_interval = sse_interval
         self.max_body, self.max_streams = max_body, max_streams
+        if max_request_rate is not None and max_request_rate <= 0:
+            raise ValueError(f"max_request_rate must be > 0 or None, got {max_request_rate}")
+        self._pace_interval = 0.0 if max_request_rate is None else 1.0 / max_request_rate
+        self._next_slot = 0.0
+        self._pace_lock = threading.Lock()
         self.request_timeout = request_timeout
         self.read_only_note = read_only_note
         self.page = Page()
@@ -351,6 +360,23 @@ class MonitorServer:
     def check_token(self, value: str | None) -> bool:
         """Constant-time comparison with the per-run token."""
         return value is not None and hmac.compare_digest(value.encode(), self.token.encode())
+
+    def pace(self) -> bool:
+        """Wait for this request's turn under ``max_request_rate``.
+
+        Returns False (answer 503) when the wait would exceed the socket timeout.
+        """
+        if not self._pace_interval:
+            return True
+        with self._pace_lock:
+            now = time.monotonic()
+            slot = max(now, self._next_slot)
+            if slot - now > self.request_timeout:
+                return False
+            self._next_slot = slot + self._pace_interval
+        if slot > now:
+            time.sleep(slot - now)
+        return True
 
     def open_stream(self) -> bool:
         """Reserve an ``/events`` slot; False when ``max_streams`` are open."""
