@@ -171,3 +171,18 @@ def test_broken_live_file_at_resume_is_recorded_then_replaced(run_dir: Path) -> 
     assert (row["step"], row["source"], row["key"], row["accepted"]) == (10, "file", None, False)
     assert "not valid JSON" in row["reason"]
     assert live_doc(run_dir) == mgr.current  # the file shows the settings in effect again
+
+
+def test_resume_without_live_file_takes_the_snapshot(run_dir: Path) -> None:
+    """A live file the manager wrote itself from startup values is no user's edit."""
+    first = RuntimeConfigManager(run_dir, initial=example_settings())
+    assert first.submit({"max_lr": 2e-5}).accepted
+    first.poll(10)
+    first.snapshot(20)
+    (run_dir / "runtime_config.json").unlink()  # e.g. checkpoints copied to a new folder
+
+    resumed = RuntimeConfigManager(run_dir, initial=example_settings())
+    changes = resumed.restore_snapshot(20, step=20)
+    assert [(c.key, c.new, c.source) for c in changes] == [("max_lr", 2e-5, "snapshot")]
+    assert resumed.current["max_lr"] == 2e-5
+    assert live_doc(run_dir)["max_lr"] == 2e-5

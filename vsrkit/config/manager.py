@@ -117,6 +117,7 @@ class RuntimeConfigManager:
         self._queue: list[ConfigChange] = []
         self._history: list[ConfigChange] = []
         self._watch = WatchedFile(self.path)
+        self._created_live_file = False
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self._open_live_file()
@@ -234,7 +235,8 @@ class RuntimeConfigManager:
                 changes = self._from_snapshot(step_or_path, step)
                 self._watch.forget()  # a fresh look at the live file
                 base = self._after(changes)
-                changes += self._check_file(step, source="file", base=base, patient=False)
+                if not self._created_live_file:  # a file this manager just wrote is no edit
+                    changes += self._check_file(step, source="file", base=base, patient=False)
                 self._latest = self._after(changes)
                 payload = [c.to_dict() for c in changes]
         accepted = self._share_and_apply(payload)
@@ -285,6 +287,7 @@ class RuntimeConfigManager:
     def _open_live_file(self) -> None:
         if not self.path.exists():
             self._write_live_file(self._current)
+            self._created_live_file = True  # holds startup values only, no user's edit
             return
         try:
             doc = parse_json_strict(self.path.read_bytes())
