@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
-from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -44,17 +43,6 @@ class DistContext:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
-    def mean(self, values: Mapping[str, torch.Tensor]) -> dict[str, float]:
-        """All-reduce a mapping of scalar tensors to their mean over ranks; one host sync."""
-        if not values:
-            return {}
-        keys = sorted(values)
-        stacked = torch.stack([values[k].detach().float() for k in keys])
-        if self.distributed:
-            dist.all_reduce(stacked, op=dist.ReduceOp.SUM)
-            stacked /= self.world_size
-        return dict(zip(keys, stacked.tolist(), strict=True))
-
     def mean_vector(self, values: torch.Tensor) -> list[float]:
         """All-reduce a 1-D tensor to its mean over ranks and read it: the one host sync."""
         if self.distributed:
@@ -70,6 +58,15 @@ class DistContext:
         t = torch.tensor([1.0 if flag else 0.0], device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item() > 0)
+
+    def same_everywhere(self, tensors: list[torch.Tensor]) -> bool:
+        """True if ``tensors`` hold exactly the same values on every rank (rank 0's broadcast)."""
+        if not self.distributed:
+            return True
+        flat = torch.cat([t.detach().reshape(-1).float() for t in tensors])
+        ref = flat.clone()
+        dist.broadcast(ref, src=0)
+        return not self.any(not torch.equal(ref, flat))
 
     def barrier(self) -> None:
         if self.distributed:

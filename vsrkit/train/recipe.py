@@ -50,7 +50,13 @@ from vsrkit.train.data import EpochBatchSampler, SeededSamples
 from vsrkit.train.distributed import DistContext, init_distributed
 from vsrkit.train.resume import resolve_resume, resolve_run_dir
 from vsrkit.train.schedule import WarmupCosine
-from vsrkit.train.telemetry import ProgressLine, adam_momentum_avg, format_eta, memory_gb
+from vsrkit.train.telemetry import (
+    ProgressLine,
+    adam_momentum_avg,
+    format_eta,
+    rss_gib,
+    vram_gib,
+)
 from vsrkit.vsr import (
     LayerActivityMonitor,
     VSRLoss,
@@ -283,7 +289,7 @@ def train(cfg: TrainConfig, *, stream: TextIO | None = None) -> TrainResult:
     tb = TensorBoardLogger(
         run_dir / "tensorboard",
         enabled=ctx.is_main and cfg.tensorboard,
-        purge_step=step if resume else None,
+        purge_step=step + 1 if resume else None,  # events up to the checkpoint stay,
     )
     if resume is None:
         tb.log_initial_config(cfg.to_dict())
@@ -470,6 +476,8 @@ def train(cfg: TrainConfig, *, stream: TextIO | None = None) -> TrainResult:
                     eta = format_eta((cfg.steps - step) / rate if rate else None)
                     metrics = {
                         "step_current": step,
+                        "step_max": cfg.steps,
+                        "epoch_step_total": sampler.steps_per_epoch,
                         "epoch_num": epoch + 1,
                         "epoch_step_current": in_epoch,
                         "learning_rate_value": lr_now,
@@ -479,13 +487,14 @@ def train(cfg: TrainConfig, *, stream: TextIO | None = None) -> TrainResult:
                         **weights.status(),
                         "gradient_clip_val": clip.clip_value,
                         "iteration_duration": seconds / n_steps,
-                        "vram_usage_gb": memory_gb(dev),
+                        "vram_usage_gb": vram_gib(dev),
+                        "process_rss_gb": rss_gib(),
                         "eta_total_formatted": eta,
                         "eta_epoch_formatted": format_eta(
                             (sampler.steps_per_epoch - in_epoch) / rate if rate else None
                         ),
                         "adam_momentum_avg": adam_momentum_avg(optimizer),
-                        "layer_activity_map": activity.read(reset=True).as_stats_field(),
+                        **_activity_fields(activity.read(reset=True)),
                         "training_active": True,
                         "training_paused": paused,
                         "last_update_time": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -526,6 +535,13 @@ def train(cfg: TrainConfig, *, stream: TextIO | None = None) -> TrainResult:
                 checkpoint("emergency")
                 break
 
+    if ctx.distributed:  # DDP keeps replicas equal; check it once, cheaply, at the end
+        if ctx.same_everywhere(list(net.parameters())):
+            logger.info("weights identical on %d ranks", ctx.world_size)
+        else:
+            logger.error("weights differ between ranks at step %d", step)
+            reason, exit_code = "diverged", 1
+
     # ---- the end: flush everything --------------------------------------------------------------
     activity.close()
     progress.close()
@@ -546,6 +562,18 @@ def train(cfg: TrainConfig, *, stream: TextIO | None = None) -> TrainResult:
     logging.getLogger("vsrkit").propagate = True
     ctx.close()
     return TrainResult(run_dir, step, reason, best_quality, last_val, exit_code)
+
+
+def _activity_fields(report: Any) -> dict[str, Any]:
+    """The layer-activity fields: the per-layer map (percent of peak), the peak layer with its
+    raw mean |activation| (the monitor's 0-2 bar), and the stream averages."""
+    if report.peak is None:
+        return {}
+    return {
+        "layer_activity_map": report.as_stats_field(),
+        "layer_activity_peak": {"layer": report.peak.name, "value": report.peak.value},
+        "layer_activity_streams": {k: v.percent_of_peak for k, v in report.streams.items()},
+    }
 
 
 @torch.no_grad()

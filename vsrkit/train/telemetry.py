@@ -10,7 +10,7 @@ from typing import TextIO
 
 import torch
 
-__all__ = ["ProgressLine", "adam_momentum_avg", "format_eta", "memory_gb"]
+__all__ = ["ProgressLine", "adam_momentum_avg", "format_eta", "rss_gib", "vram_gib"]
 
 
 def format_eta(seconds: float | None) -> str | None:
@@ -21,12 +21,24 @@ def format_eta(seconds: float | None) -> str | None:
     return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
-def memory_gb(device: torch.device) -> float:
-    """Peak CUDA memory allocated on ``device`` in GB, or this process's peak RSS on the CPU."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 1e9
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    return peak_kb * 1024 / 1e9 if sys.platform != "darwin" else peak_kb / 1e9
+def vram_gib(device: torch.device) -> float | None:
+    """Peak CUDA memory allocated since the previous call, in GiB; None off CUDA."""
+    if device.type != "cuda":
+        return None
+    peak = torch.cuda.max_memory_allocated(device) / 2**30
+    torch.cuda.reset_peak_memory_stats(device)
+    return peak
+
+
+def rss_gib() -> float | None:
+    """Resident memory of this process in GiB (Linux), else its peak RSS; None if unknown."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as fh:
+            pages = int(fh.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**30
+    except (OSError, ValueError, IndexError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / 2**30 if sys.platform == "darwin" else peak / 2**20
 
 
 @torch.no_grad()
