@@ -13,7 +13,7 @@ forward + backward of a small MLP), a ``MetricsSnapshot.update`` every step and 
 - D  8 concurrent clients for ``--stress-seconds``: a process with 8 threads fetching
      ``/api/status`` back to back on keep-alive connections; requests/s, p50/p99 latency,
      errors and the training slowdown under that stress, with the default pacing
-     (``max_request_rate=100``)
+     (``max_request_rate=50``)
 - D' the same flood against a server without pacing (``max_request_rate=None``)
 
 A and C alternate in ``--pairs`` short windows; C's slowdown is the median of the paired
@@ -277,7 +277,7 @@ def main() -> None:
     print(f"\n8 concurrent clients on /api/status, {args.stress_seconds:g} s each:\n")
     print("| server                         | requests | req/s | p50 (ms) | p99 (ms) | errors |")
     print("|--------------------------------|----------|-------|----------|----------|--------|")
-    for name, r in (("D  default (100 req/s paced)", stress), ("D' max_request_rate=None", flood)):
+    for name, r in (("D  default (50 req/s paced)", stress), ("D' max_request_rate=None", flood)):
         print(
             f"| {name:<30} | {r['requests']:8d} | {r['rps']:5.0f} | {r['p50_ms']:8.2f} | "
             f"{r['p99_ms']:8.2f} | {r['errors']:6d} |"

@@ -256,3 +256,18 @@ def test_screenshot_is_kept(live) -> None:
     assert shot.stat().st_size > 10_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     if os.environ.get("VSRKIT_UPDATE_DOCS_SCREENSHOT") == "1":
         shutil.copyfile(shot, Path(__file__).resolve().parents[2] / "docs" / shot.name)
+
+
+def test_page_falls_back_to_polling_without_events(browser: Any, tmp_path: Path) -> None:
+    snapshot, queue = MetricsSnapshot(), ActionQueue()
+    snapshot.update(7, step_current=7)
+    with MonitorServer(snapshot=snapshot, actions=queue, port=0, max_streams=0) as server:
+        page = browser.new_page()
+        try:
+            page.goto(server.url)
+            wait_until(page, "#c-step", lambda t: t == "7")
+            snapshot.update(8, step_current=8)
+            wait_until(page, "#c-step", lambda t: t == "8")  # /events refused (503): polled
+            assert page.text_content("#b-conn") == "polling"
+        finally:
+            page.close()

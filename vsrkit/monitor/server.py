@@ -170,7 +170,7 @@ class MonitorServer:
         sse_interval: float = 1.0,
         max_body: int = 16 * 1024,
         max_streams: int = 16,
-        max_request_rate: float | None = 100.0,
+        max_request_rate: float | None = 50.0,
         request_timeout: float = 10.0,
         history: int = 2000,
         read_only_note: str = "Read-only: actions are disabled.",
