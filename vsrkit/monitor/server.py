@@ -82,23 +82,29 @@ def _is_loopback(host: str) -> bool:
 
 
 class _History:
-    """Loss and validation history sampled from the snapshot (for the page's charts)."""
+    """Loss and validation history sampled from the snapshot (for the page's charts).
+
+    The loss history keeps at most ``maxlen`` points over the whole run: when it is full,
+    every other point is dropped and the sampling stride doubles.
+    """
 
     def __init__(self, maxlen: int) -> None:
-        self.loss: deque[list[Any]] = deque(maxlen=maxlen)
-        self.validations: deque[dict[str, Any]] = deque(maxlen=maxlen)
+        self.maxlen = max(2, maxlen)
+        self.loss: list[list[Any]] = []
+        self.stride = 1
+        self.validations: deque[dict[str, Any]] = deque(maxlen=self.maxlen)
         self._last_val: Any = None
 
     def observe(self, values: Mapping[str, Any], measured: Mapping[str, int]) -> None:
         step, loss = values.get("step_current"), values.get("total_loss_value")
         if isinstance(step, int) and isinstance(loss, (int, float)):
-            if self.loss and self.loss[-1][0] >= step:
-                if self.loss[-1][0] > step:  # a restart from an earlier step: start over
-                    self.loss.clear()
-                else:
-                    self.loss[-1][1] = loss
-            if not self.loss or self.loss[-1][0] < step:
+            if self.loss and self.loss[-1][0] > step:  # a restart from an earlier step
+                self.loss, self.stride = [], 1
+            if not self.loss or step - self.loss[-1][0] >= self.stride:
                 self.loss.append([step, loss])
+                if len(self.loss) >= self.maxlen:
+                    self.loss = self.loss[::2]
+                    self.stride *= 2
         quality = values.get("quality_ki_value")
         if quality is None:
             return
@@ -144,6 +150,8 @@ class MonitorServer:
             beyond it requests wait their turn (sleeping, without the GIL), so a flood of
             clients costs training a bounded share of the CPU. ``None``: no pacing.
         request_timeout: Socket timeout of a connection in seconds.
+        history: Most points of the loss chart; the whole run is kept at a coarser step
+            when it is full (and the latest validations, as many).
         read_only_note: Text shown on the page when actions are disabled.
 
     Example:
@@ -172,7 +180,7 @@ class MonitorServer:
         max_streams: int = 16,
         max_request_rate: float | None = 50.0,
         request_timeout: float = 10.0,
-        history: int = 2000,
+        history: int = 500,
         read_only_note: str = "Read-only: actions are disabled.",
     ) -> None:
         if not _is_loopback(host) and not allow_remote:
@@ -285,7 +293,7 @@ class MonitorServer:
         values, measured = read_snapshot(self.snapshot)
         self._history.observe(values, measured)
         doc = status_document(values, measured_at_step=measured)
-        doc["loss_history"] = list(self._history.loss)
+        doc["loss_history"] = [list(p) for p in self._history.loss]
         doc["validation_history"] = list(self._history.validations)
         doc["actions"] = {
             "enabled": self.actions is not None,
