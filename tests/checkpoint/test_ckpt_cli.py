@@ -157,3 +157,10 @@ def test_demo_example_writes_a_listable_folder(tmp_path: Path) -> None:
     assert all(r.valid and r.loss is not None and r.step % 20 == 0 for r in records)
     step, state = CheckpointManager(tmp_path).restore()
     assert step == 60 and set(state) == {"model", "optimizer", "rng"}
+
+
+def test_importing_the_checkpoint_package_does_not_import_torch() -> None:
+    code = "import sys, vsrkit.checkpoint, vsrkit.cli.checkpoints; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

@@ -174,6 +174,26 @@ def test_write_error_removes_temp_keeps_previous_and_says_why(
     check_state(1, state, n=300_000)
 
 
+def test_failed_overwrite_of_the_same_step_keeps_the_old_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mgr = CheckpointManager(tmp_path)
+    mgr.save(1, make_state(1), tag="best")
+    real = torch.save
+
+    def full_disk(obj: object, f: object, *a: object, **k: object) -> None:
+        f.write(b"partial")  # type: ignore[attr-defined]
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(CheckpointWriteError, match="ENOSPC"):
+        mgr.save(1, make_state(1), tag="best")
+    monkeypatch.setattr(torch, "save", real)
+    (rec,) = mgr.list()
+    assert rec.status == "committed"
+    check_state(1, mgr.restore(verify=True)[1])
+
+
 def test_manifest_write_failure_leaves_no_uncommitted_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -303,6 +303,7 @@ def test_checksum_false_writes_null_sha256_and_still_checks_size(tmp_path: Path)
     check_state(2, mgr.restore(verify=True)[1])
     result = CliRunner().invoke(cli, ["checkpoints", "verify", str(tmp_path)])
     assert result.exit_code == 0, result.output
+    assert "(size only: no sha256)" in result.output
     p = tmp_path / "checkpoint_step_0000002.pth"
     p.write_bytes(p.read_bytes()[:-10])
     result = CliRunner().invoke(cli, ["checkpoints", "verify", str(tmp_path)])

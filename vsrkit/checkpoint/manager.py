@@ -259,8 +259,6 @@ class CheckpointManager:
         old = self._manifest_or_none(mpath)
         if old is not None and old.get("run_id") != self.run_id:
             logger.warning("%s: overwriting step %d of run %s", path, step, old.get("run_id"))
-        if mpath.exists():
-            mpath.unlink()  # uncommit the old file at this step before replacing it
         stable = [storage_range(t) for t in iter_tensors(state) if t.device.type == "cpu"]
         writer: HashingWriter | None = None
         try:
@@ -272,6 +270,8 @@ class CheckpointManager:
                     torch.save(state, writer)  # type: ignore[arg-type]
                 fh.flush()
                 os.fsync(fh.fileno())
+                # written in full: uncommit an older file of this name just before replacing it
+                mpath.unlink(missing_ok=True)
             sha256 = writer.hexdigest()  # waits for the hash, which ran beside the fsync
             now = time.time()
             manifest = {

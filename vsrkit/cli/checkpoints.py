@@ -80,7 +80,10 @@ def verify_cmd(directory: Path) -> None:
         else:
             problem = verify_checkpoint(rec)
             if problem is None and rec.status == "committed":
-                click.echo(f"OK           {rec.filename}")
+                hashed = rec.manifest_path is not None and _has_sha256(rec.manifest_path)
+                click.echo(
+                    f"OK           {rec.filename}" + ("" if hashed else " (size only: no sha256)")
+                )
             else:
                 bad += 1
                 click.echo(
@@ -89,6 +92,13 @@ def verify_cmd(directory: Path) -> None:
     click.echo(f"{len(records)} checkpoint(s), {bad} corrupt")
     if bad:
         raise SystemExit(1)
+
+
+def _has_sha256(manifest_path: Path) -> bool:
+    try:
+        return read_manifest(manifest_path)["sha256"] is not None
+    except (OSError, ValueError):
+        return False
 
 
 @checkpoints.command("prune")
