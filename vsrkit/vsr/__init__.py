@@ -43,9 +43,9 @@ _LAZY: dict[str, str] = {
     "ssim": "metrics",
     "quality_metrics": "metrics",
     # data
-    "DEGRADATIONS": "degrade",
-    "degrade": "degrade",
-    "quantize_8bit": "degrade",
+    "DEGRADATIONS": "degradations",
+    "degrade": "degradations",
+    "quantize_8bit": "degradations",
     "procedural_texture": "textures",
     "SyntheticVideoDataset": "synthetic",
     "REDSDataset": "folders",
@@ -71,7 +71,7 @@ if TYPE_CHECKING:  # pragma: no cover
         PeakLayer,
         StreamAverage,
     )
-    from vsrkit.vsr.degrade import DEGRADATIONS, degrade, quantize_8bit  # noqa: F401
+    from vsrkit.vsr.degradations import DEGRADATIONS, degrade, quantize_8bit  # noqa: F401
     from vsrkit.vsr.flow import FlowWeightsError, SpyNet, flow_warp  # noqa: F401
     from vsrkit.vsr.folders import (  # noqa: F401
         REDS4_CLIPS,

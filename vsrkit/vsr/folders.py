@@ -29,7 +29,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from vsrkit.errors import VsrkitError
-from vsrkit.vsr.degrade import DEGRADATIONS, degrade
+from vsrkit.vsr.degradations import DEGRADATIONS, degrade
 from vsrkit.vsr.synthetic import SPLITS, SyntheticVideoDataset, as_size
 
 __all__ = [

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from vsrkit.vsr.degrade import DEGRADATIONS, degrade, quantize_8bit
+from vsrkit.vsr.degradations import DEGRADATIONS, degrade, quantize_8bit
 from vsrkit.vsr.textures import procedural_texture
 
 __all__ = ["SPLITS", "SyntheticVideoDataset", "as_size"]
@@ -62,7 +62,7 @@ class SyntheticVideoDataset(Dataset):
         num_frames: frames per clip.
         lr_size: low-resolution frame size, an int or ``(h, w)``; ground truth is ``scale`` times.
         scale: upsampling factor.
-        degradation: ``"BI"`` or ``"BD"`` (see :mod:`vsrkit.vsr.degrade`).
+        degradation: ``"BI"`` or ``"BD"`` (see :mod:`vsrkit.vsr.degradations`).
         seed: the clips are a pure function of ``(seed, split, index)``.
         split: ``"train"`` or ``"val"``; the two splits never share a clip.
 

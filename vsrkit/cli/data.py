@@ -1,0 +1,83 @@
+"""``vsrkit data``: look at the training data (parses and calls :mod:`vsrkit.vsr`)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import click
+
+from vsrkit._atomic import atomic_write_bytes
+from vsrkit.cli._util import user_errors
+
+__all__ = ["data"]
+
+
+@click.group()
+def data() -> None:
+    """Look at the training data."""
+
+
+def _png_bytes(frame) -> bytes:  # frame: (3, H, W) float tensor in [0, 1]
+    from PIL import Image
+
+    arr = (frame.clamp(0, 1) * 255).round().to(dtype=__import__("torch").uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr.permute(1, 2, 0).contiguous().numpy()).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@data.command()
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder to write the PNG files into (created if missing).",
+)
+@click.option(
+    "--data",
+    "source",
+    default="synthetic",
+    show_default=True,
+    help="'synthetic' or a REDS-style / Vimeo-90K folder.",
+)
+@click.option("--split", type=click.Choice(["train", "val"]), default="train", show_default=True)
+@click.option("--clips", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--frames", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--lr-size", type=click.IntRange(min=4), default=64, show_default=True)
+@click.option("--degradation", type=click.Choice(["BI", "BD"]), default="BI", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@user_errors
+def preview(
+    out: Path,
+    source: str,
+    split: str,
+    clips: int,
+    frames: int,
+    lr_size: int,
+    degradation: str,
+    seed: int,
+) -> None:
+    """Write a few LR, bicubic and GT frames as PNG files into OUT."""
+    from vsrkit.vsr import bicubic_upsample, build_dataset
+
+    dataset = build_dataset(
+        source,
+        split=split,
+        num_frames=frames,
+        lr_size=lr_size,
+        degradation=degradation,
+        seed=seed,
+        num_clips=clips,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    written = 0
+    for c in range(min(clips, len(dataset))):  # type: ignore[arg-type]
+        lrs, gts = dataset[c]
+        ups = bicubic_upsample(lrs)
+        for t in range(lrs.shape[0]):
+            for kind, frame in (("lr", lrs[t]), ("bicubic", ups[t]), ("gt", gts[t])):
+                atomic_write_bytes(out / f"clip{c:02d}_frame{t:02d}_{kind}.png", _png_bytes(frame))
+                written += 1
+    click.echo(f"wrote {written} PNG files to {out}")
