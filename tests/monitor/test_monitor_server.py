@@ -309,3 +309,35 @@ def test_a_flood_beyond_the_timeout_gets_503(snapshot: MetricsSnapshot) -> None:
         assert request(srv, "GET", "/api/status")[0] == 200
         status, headers, _ = request(srv, "GET", "/api/status")  # its turn is 2 s away
         assert status == 503 and headers["retry-after"] == "2"
+
+
+def test_a_failing_snapshot_is_a_500_and_the_server_goes_on(caplog) -> None:
+    calls = {"n": 0}
+
+    def flaky() -> dict:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("snapshot broke")
+        return {"step_current": 5}
+
+    with MonitorServer(snapshot=flaky, actions=None, port=0) as srv:
+        status, _, body = request(srv, "GET", "/api/status")
+        assert status == 500 and b"internal error" in body
+        assert json.loads(request(srv, "GET", "/api/status")[2])["iteration"] == 5
+    assert "snapshot broke" in caplog.text
+
+
+def test_keep_alive_connection_serves_several_requests(server: MonitorServer) -> None:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    headers = {"Content-Type": "application/json", "X-Vsrkit-Token": server.token}
+    for body, expected in ((b'{"command": "save"}', 202), (b"{", 400), (b'{"command": "x"}', 400)):
+        conn.request("POST", "/api/action", body=body, headers=headers)
+        resp = conn.getresponse()
+        resp.read()
+        assert resp.status == expected
+    conn.request("GET", "/api/status")
+    assert conn.getresponse().status == 200
+    conn.close()
+    assert server.actions is not None and [a.command for a in server.actions.drain()] == ["save"]

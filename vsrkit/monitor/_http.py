@@ -45,6 +45,7 @@ class MonitorHandler(BaseHTTPRequestHandler):
     """One connection. ``monitor`` is set on a per-server subclass."""
 
     monitor: MonitorServer
+    _body_read = False
     server_version = "vsrkit-monitor"
     sys_version = ""
     protocol_version = "HTTP/1.1"
@@ -61,6 +62,7 @@ class MonitorHandler(BaseHTTPRequestHandler):
 
     # -- dispatch --------------------------------------------------------------------------
     def _dispatch(self) -> None:
+        self._body_read = False  # one handler serves every request of a keep-alive connection
         try:
             path = self.path.split("?", 1)[0]
             if not self.monitor.pace():
@@ -84,6 +86,11 @@ class MonitorHandler(BaseHTTPRequestHandler):
             self._send_json(rej.status, {"error": rej.message}, rej.headers)
         except (BrokenPipeError, ConnectionResetError, TimeoutError):
             self.close_connection = True
+        except Exception:  # a bug or a failing snapshot: a 500, logged, the server goes on
+            logger.exception("monitor: %s %s failed", self.command, self.path)
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self._send_json(500, {"error": "internal error (see the training log)"})
 
     do_GET = do_POST = _dispatch
 
@@ -118,11 +125,13 @@ class MonitorHandler(BaseHTTPRequestHandler):
 
     def _drain_body(self) -> None:
         """Read a small unread body so the connection stays usable; else close it."""
+        if self._body_read:
+            return
         try:
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
             length = -1
-        if 0 < length <= self.monitor.max_body and not getattr(self, "_body_read", False):
+        if 0 < length <= self.monitor.max_body:
             self.rfile.read(length)
         elif length != 0:
             self.close_connection = True

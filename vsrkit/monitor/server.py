@@ -84,12 +84,13 @@ def _is_loopback(host: str) -> bool:
 class _History:
     """Loss and validation history sampled from the snapshot (for the page's charts).
 
-    The loss history keeps at most ``maxlen`` points over the whole run: when it is full,
-    every other point is dropped and the sampling stride doubles.
+    The loss history keeps at most ``maxlen`` points over the whole run: when it overflows,
+    every other point is dropped (the first and the latest stay) and the sampling stride
+    doubles.
     """
 
     def __init__(self, maxlen: int) -> None:
-        self.maxlen = max(2, maxlen)
+        self.maxlen = max(3, maxlen)
         self.loss: list[list[Any]] = []
         self.stride = 1
         self.validations: deque[dict[str, Any]] = deque(maxlen=self.maxlen)
@@ -102,8 +103,8 @@ class _History:
                 self.loss, self.stride = [], 1
             if not self.loss or step - self.loss[-1][0] >= self.stride:
                 self.loss.append([step, loss])
-                if len(self.loss) >= self.maxlen:
-                    self.loss = self.loss[::2]
+                if len(self.loss) > self.maxlen:  # thin out, keeping the first and the latest
+                    self.loss = self.loss[:-1:2] + self.loss[-1:]
                     self.stride *= 2
         quality = values.get("quality_ki_value")
         if quality is None:
