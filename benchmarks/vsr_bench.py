@@ -1,0 +1,202 @@
+"""Speed of the reference VSR model: seconds per training step, LR frames/s, FLOPs, peak memory.
+
+A training step is forward + all four :class:`~vsrkit.vsr.VSRLoss` terms + backward + Adam
+step on one batch of synthetic clips. Every row runs in its own subprocess so its peak memory
+is its own (CPU: peak resident set size of that process; CUDA: ``max_memory_allocated``).
+FLOPs are counted once per preset with ``torch.utils.flop_counter.FlopCounterMode`` over an
+eager float32 forward + backward (convolutions and matrix products; ``grid_sample`` and
+element-wise work are not counted).
+
+Rows side by side in the same run:
+
+- ``bicubic``: the no-model baseline (the skip path alone), frames/s of the upsampling;
+- ``cpu fp32``: eager float32 (the reference), and ``cpu fp32 cl`` with channels_last;
+- on CUDA (when available): ``cuda fp32`` eager (the CUDA baseline), ``cuda bf16 cl``
+  (bf16 autocast + channels_last) and ``cuda bf16 cl compile`` (+ ``torch.compile``).
+
+Usage::
+
+    python benchmarks/vsr_bench.py                     # tiny, small, paper on the CPU
+    python benchmarks/vsr_bench.py --presets tiny --steps 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+DEFAULT_STEPS = {"tiny": 4, "small": 3, "paper": 2}
+
+
+def _row(preset: str, mode: str, args: argparse.Namespace) -> dict[str, object]:
+    import torch
+
+    from vsrkit.vsr import SyntheticVideoDataset, VSRLoss, bicubic_upsample, build_model
+
+    torch.manual_seed(0)
+    device = "cuda" if mode.startswith("cuda") else "cpu"
+    ds = SyntheticVideoDataset(
+        num_clips=args.batch, num_frames=args.frames, lr_size=args.lr_size, seed=0
+    )
+    lrs = torch.stack([ds[i][0] for i in range(args.batch)]).to(device)
+    gts = torch.stack([ds[i][1] for i in range(args.batch)]).to(device)
+    steps = args.steps or DEFAULT_STEPS.get(preset, 3)
+    frames = args.batch * args.frames
+
+    def sync() -> None:
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    if preset == "bicubic":
+        n = 20
+        bicubic_upsample(lrs)
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            bicubic_upsample(lrs)
+        sync()
+        sec = (time.perf_counter() - t0) / n
+        return {"preset": preset, "mode": mode, "s_per_step": sec, "frames_per_s": frames / sec}
+
+    model = build_model(preset).to(device)
+    loss_fn = VSRLoss().to(device)
+    channels_last = " cl" in mode
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    step_model = torch.compile(model) if "compile" in mode else model
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    bf16 = "bf16" in mode
+
+    def step() -> None:
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+            terms = loss_fn(step_model(lrs), gts)
+            total = terms["l1"] + terms["ms"] + terms["grad"] + 0.1 * terms["perceptual"]
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+
+    t0 = time.perf_counter()
+    step()  # warm-up (and compilation)
+    sync()
+    warmup = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync()
+    sec = (time.perf_counter() - t0) / steps
+    row: dict[str, object] = {
+        "preset": preset,
+        "mode": mode,
+        "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+        "steps": steps,
+        "warmup_s": warmup,
+        "s_per_step": sec,
+        "frames_per_s": frames / sec,
+    }
+    if args.flops and mode in ("cpu fp32", "cuda fp32"):
+        from torch.utils.flop_counter import FlopCounterMode
+
+        counter = FlopCounterMode(display=False)
+        with counter:
+            terms = loss_fn(model(lrs), gts)
+            sum(terms.values()).backward()
+        row["gflop_per_step"] = counter.get_total_flops() / 1e9
+    if device == "cuda":
+        row["peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return row
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", default="tiny,small,paper")
+    parser.add_argument("--steps", type=int, default=0, help="timed steps (0: per-preset default)")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--frames", type=int, default=5)
+    parser.add_argument("--lr-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    parser.add_argument("--no-flops", dest="flops", action="store_false")
+    parser.add_argument("--no-cuda", dest="cuda", action="store_false")
+    parser.add_argument("--row", nargs=2, metavar=("PRESET", "MODE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.row:
+        import torch
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        row = _row(args.row[0], args.row[1], args)
+        if "peak_mem_mb" not in row:
+            row["peak_mem_mb"] = _peak_rss_mb()
+        print("ROW " + json.dumps(row))
+        return
+
+    import torch
+
+    modes = ["cpu fp32"]
+    cuda = args.cuda and torch.cuda.is_available()
+    if cuda:
+        modes = ["cuda fp32", "cuda bf16 cl", "cuda bf16 cl compile", "cpu fp32"]
+    presets = [p for p in args.presets.split(",") if p]
+    plan = [("bicubic", modes[0])]
+    for preset in presets:
+        plan += [(preset, m) for m in modes]
+        if not cuda and preset == "tiny":
+            plan.append((preset, "cpu fp32 cl"))
+    base = sys.argv[1:]
+    rows = []
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
+        f"cuda={'yes: ' + torch.cuda.get_device_name() if cuda else 'no'}, "
+        f"batch {args.batch} x {args.frames} frames of {args.lr_size}x{args.lr_size} LR",
+        flush=True,
+    )
+    for preset, mode in plan:
+        if preset != "bicubic" and mode.startswith("cpu") and cuda and preset == "paper":
+            continue  # the paper model on the CPU is not useful beside a GPU
+        cmd = [sys.executable, __file__, *base, "--row", preset, mode]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("ROW ")]
+        if proc.returncode != 0 or not lines:
+            print(f"{preset} / {mode}: failed\n{proc.stderr[-2000:]}", flush=True)
+            continue
+        rows.append(json.loads(lines[-1][4:]))
+        print(f"  done {preset} / {mode}", file=sys.stderr, flush=True)
+
+    # speed-up against eager float32 of the same preset on the same device
+    ref = {
+        (r["preset"], r["mode"].split()[0]): r["s_per_step"]
+        for r in rows
+        if r["mode"] in ("cpu fp32", "cuda fp32") and r["preset"] != "bicubic"
+    }
+    head = (
+        f"{'preset':<8} {'mode':<21} {'params M':>8} {'s/step':>9} {'LR frames/s':>11} "
+        f"{'vs fp32':>7} {'GFLOP/step':>10} {'peak MB':>8}"
+    )
+    print(head)
+    print("-" * len(head))
+
+    def fmt(value: object, spec: str) -> str:
+        return "-" if value is None else format(value, spec)
+
+    for r in rows:
+        speed = ref.get((r["preset"], r["mode"].split()[0]))
+        vs = f"{speed / r['s_per_step']:.2f}x" if speed else "-"
+        print(
+            f"{r['preset']:<8} {r['mode']:<21} {fmt(r.get('params_m'), '.3f'):>8} "
+            f"{r['s_per_step']:>9.4f} {r['frames_per_s']:>11.1f} {vs:>7} "
+            f"{fmt(r.get('gflop_per_step'), '.2f'):>10} {r['peak_mem_mb']:>8.0f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
