@@ -308,3 +308,14 @@ def test_checksum_false_writes_null_sha256_and_still_checks_size(tmp_path: Path)
     p.write_bytes(p.read_bytes()[:-10])
     result = CliRunner().invoke(cli, ["checkpoints", "verify", str(tmp_path)])
     assert result.exit_code == 1 and "CORRUPT" in result.output
+
+
+def test_temp_files_of_killed_saves_are_removed_at_the_first_save_only(tmp_path: Path) -> None:
+    leftover = tmp_path / ".tmp-checkpoint_step_0000003.pth.abc123"
+    leftover.write_bytes(b"half")
+    other = tmp_path / ".tmp-runtime_config.json.x"
+    other.write_text("{}")
+    reader = CheckpointManager(tmp_path)
+    assert reader.list() == [] and leftover.exists()  # a reader never deletes anything
+    reader.save(1, make_state(1))
+    assert not leftover.exists() and other.exists()
