@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from vsrkit.checkpoint import (
     CheckpointCorruptError,
@@ -234,3 +236,49 @@ def test_read_only_folder_is_a_clear_error(tmp_path: Path) -> None:
             mgr.save(1, make_state(1))
     finally:
         tmp_path.chmod(0o700)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@given(
+    st.fixed_dictionaries(
+        {"format": st.sampled_from(["vsrkit-checkpoint", "other"])},
+        optional={
+            "step": json_values,
+            "file": json_values,
+            "size_bytes": json_values,
+            "sha256": json_values,
+        },
+    )
+    | json_values
+)
+def test_any_json_manifest_is_accepted_only_when_well_formed(data: object) -> None:
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        name = "checkpoint_step_0000001"
+        Path(d, name + ".pth").write_bytes(b"x" * 7)
+        Path(d, name + ".json").write_text(json.dumps(data))
+        (rec,) = CheckpointManager(d).list()  # never raises
+        well_formed = (
+            isinstance(data, dict)
+            and data.get("format") == "vsrkit-checkpoint"
+            and data.get("step") == 1
+            and type(data.get("step")) is int
+            and data.get("file") == name + ".pth"
+            and data.get("size_bytes") == 7
+            and type(data.get("size_bytes")) is int
+            and (
+                isinstance(data.get("sha256"), str) or ("sha256" in data and data["sha256"] is None)
+            )
+        )
+        assert rec.valid == well_formed
+        assert rec.status == ("committed" if well_formed else "mismatch")
