@@ -408,7 +408,7 @@ class VsrkitCheckpoint(Checkpoint):
         from vsrkit.checkpoint import format_checkpoint_name
 
         path = self.manager.directory / format_checkpoint_name(step, tag)
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)
         self.saved.append(path)
         return path
 
