@@ -56,9 +56,9 @@ def main() -> None:
     step = 0
     resumed = vsr.restore()
     if resumed is not None:
-        step, state = resumed
-        accelerator.unwrap_model(model).load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        step, saved = resumed
+        accelerator.unwrap_model(model).load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
         accelerator.print(f"resumed from step {step}")
 
     def state() -> dict[str, object]:
