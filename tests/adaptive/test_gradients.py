@@ -219,3 +219,19 @@ def test_import_does_not_import_torch():
 def test_docstring_example_runs():
     result = doctest.testmod(gradients_module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_accumulate_on_cuda_makes_no_device_sync():
+    net = TwoPart().cuda()
+    mon = GradientMonitor({"encoder": net.encoder, "head": net.head})
+    net(torch.randn(8, 4, device="cuda")).sum().backward()
+    mon.accumulate()  # warm-up: allocates the sums
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        mon.accumulate()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    report = mon.read(1)
+    assert report.steps == 2 and report.norms["head"] > 0

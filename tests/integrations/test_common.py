@@ -150,3 +150,17 @@ def test_state_needs_every_present_component(tmp_path):
         b.load_state_dict(state)
     with pytest.raises(IntegrationError, match="lacks key"):
         b.load_state_dict({"version": 1})
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_accumulator_on_cuda_makes_no_device_sync():
+    acc = LossAccumulator(("a", "b"))
+    one = {"a": torch.ones((), device="cuda"), "b": torch.ones((), device="cuda") * 2}
+    acc.add(one, one["a"] + one["b"])
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        acc.add(one, one["a"] + one["b"])
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert acc.read()["total"] == 3.0
