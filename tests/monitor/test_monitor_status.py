@@ -157,3 +157,17 @@ def test_loss_history_is_bounded_and_spans_the_run(maxlen: int, gaps: list[int])
     assert steps == sorted(set(steps)) and steps[0] == gaps[0]  # the start is kept
     assert step - steps[-1] < history.stride  # and the recent end
     assert all(p[1] == 1.0 / p[0] for p in history.loss)
+
+
+def test_peak_prefers_the_raw_peak_field_over_the_percent_map() -> None:
+    values = {
+        "layer_activity_map": {"Backward_Block_01": 40.0, "Final_Fusion": 100.0},
+        "layer_activity_peak": {"layer": "Final_Fusion", "value": 1.7},
+    }
+    peak = status_document(values)["peak_activity"]
+    assert peak == {
+        "layer": "Final_Fusion",
+        "value": 1.7,
+        "level": "high",
+        "warning": "Unusually high activity",
+    }

@@ -84,14 +84,23 @@ def activity_level(value: float) -> str:
     return "high"
 
 
-def peak_activity(activity: Any) -> dict[str, Any] | None:
-    """The most active layer of ``layer_activity_map``, with its band and warning, or None."""
-    if not isinstance(activity, Mapping):
+def peak_activity(activity: Any, peak: Any = None) -> dict[str, Any] | None:
+    """The most active layer with its band and warning, or None.
+
+    ``peak`` is the loop's ``layer_activity_peak`` field, ``{"layer", "value"}`` with the raw
+    mean |activation| the 0-2 bands are meant for; without it the largest value of
+    ``layer_activity_map`` is taken as it is.
+    """
+    value = _number(peak.get("value")) if isinstance(peak, Mapping) else None
+    if value is not None:
+        layer = str(peak.get("layer"))
+    elif isinstance(activity, Mapping):
+        numbers = [(str(k), n) for k, v in activity.items() if (n := _number(v)) is not None]
+        if not numbers:
+            return None
+        layer, value = max(numbers, key=lambda kv: kv[1])
+    else:
         return None
-    numbers = [(str(k), n) for k, v in activity.items() if (n := _number(v)) is not None]
-    if not numbers:
-        return None
-    layer, value = max(numbers, key=lambda kv: kv[1])
     warning = None
     if value > 2.0:
         warning = "EXTREME activity: check training stability"
@@ -160,7 +169,7 @@ def status_document(
         eta_epoch=values.get("eta_epoch_formatted"),
         loss_distribution=distribution(values, 0),
         weight_distribution=distribution(values, 1),
-        peak_activity=peak_activity(activity),
+        peak_activity=peak_activity(activity, values.get("layer_activity_peak")),
         streams=stream_overview(activity),
         layers=(
             {str(k): v for k, v in activity.items() if _number(v) is not None}
