@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -273,3 +274,18 @@ def test_package_import_is_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.filterwarnings("ignore:`training_step` returned `None`")
+def test_a_skipped_batch_is_left_out_of_the_interval(tmp_path):
+    class SkipsOdd(TinyModule):
+        def training_step(self, batch, batch_idx):
+            if batch_idx % 2:
+                return None  # Lightning skips the optimizer step
+            return super().training_step(batch, batch_idx)
+
+    cb = VsrkitCallback(tmp_path, loss_weights=weights(), log_every=2, statistics=False)
+    t = trainer(tmp_path, [cb], max_steps=4)
+    t.fit(SkipsOdd(), loader())
+    assert t.global_step == 4 and [o.step for o in cb.outcomes] == [2, 4]
+    assert all(math.isfinite(o.losses["total"]) for o in cb.outcomes)

@@ -84,7 +84,8 @@ class VsrkitAccelerate:
         checkpoint_dir: Checkpoint folder (default ``run_dir/checkpoints``).
         keep: Retention policy for the checkpoints; ``None`` keeps all.
         async_save: Write checkpoints in a background thread.
-        check_every: Steps between stop-signal checks (one gather each).
+        check_every: With several processes, steps between stop-signal checks (one gather
+            each); a single process checks every step (free).
         **hooks: The components and settings of
             :class:`~vsrkit.integrations._common.VsrkitHooks` (``terms``, ``log_every``,
             ``plateau``, ``lr_policy``, ``loss_weights``, ``grad_monitor``,
@@ -109,7 +110,7 @@ class VsrkitAccelerate:
         checkpoint_dir: str | os.PathLike[str] | None = None,
         keep: Any = None,
         async_save: bool = False,
-        check_every: int = 1,
+        check_every: int = 10,
         best_metric: str = "quality",
         best_mode: str = "max",
         terms: Sequence[str] = (),
@@ -178,8 +179,9 @@ class VsrkitAccelerate:
         return self._stop
 
     def stop_requested(self, step: int) -> bool:
-        """True on every rank at a check step when any rank got a stop signal."""
-        if step % self.check_every:
+        """True on every rank at a check step when any rank got a stop signal (a single
+        process checks every step; several agree every ``check_every`` steps)."""
+        if self.accelerator.num_processes > 1 and step % self.check_every:
             return False
         local = self._stop is not None and self._stop.requested
         return self.ops.any(local)

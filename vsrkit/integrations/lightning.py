@@ -72,15 +72,16 @@ def losses_from_outputs(outputs: Any, terms: Sequence[str]) -> tuple[dict[str, A
     """``(losses per term, total)`` from what ``training_step`` returned.
 
     ``training_step`` returns the total loss (a tensor or ``{"loss": total}``) and, when the
-    callback has loss terms, ``{"loss": total, "losses": {term: tensor}}``.
+    callback has loss terms, ``{"loss": total, "losses": {term: tensor}}``; a skipped
+    batch (``training_step`` returned ``None``) gives ``({}, None)``.
     """
     if isinstance(outputs, Mapping):
         total = outputs.get("loss")
         losses = outputs.get("losses", {})
     else:
         total, losses = outputs, {}
-    if total is None:
-        raise IntegrationError("training_step must return the loss (a tensor or {'loss': ...})")
+    if total is None:  # training_step returned None: Lightning skipped the batch
+        return {}, None
     if terms and not isinstance(losses, Mapping):
         raise IntegrationError(
             "training_step must return {'loss': total, 'losses': {term: tensor}} "
@@ -185,7 +186,8 @@ class VsrkitCallback(Callback):
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         losses, total = losses_from_outputs(outputs, self.hooks.terms)
-        self.hooks.accumulate(losses, total)
+        if total is not None:  # None: training_step skipped this batch
+            self.hooks.accumulate(losses, total)
         step = trainer.global_step
         if step == self._last_step:  # gradient accumulation: no optimizer step yet
             return
@@ -297,10 +299,10 @@ class VsrkitCheckpoint(Checkpoint):
     Add the callback and its plugin: ``Trainer(callbacks=[ckpt], plugins=[ckpt.io])``, and
     resume with ``trainer.fit(model, ckpt_path=ckpt.resume_path())`` (``None`` starts fresh).
     A checkpoint is written every ``every_n_steps`` optimizer steps. During training a
-    SIGTERM/SIGINT only sets a flag; at the next check step (every ``check_every`` steps,
-    agreed by all ranks) the callback writes ``checkpoint_step_<step>_emergency.pth`` and
-    stops the trainer. It replaces Lightning's ``ModelCheckpoint`` (which must not be used
-    with the plugin).
+    SIGTERM/SIGINT only sets a flag; at the next check step (every step in one process,
+    every ``check_every`` steps agreed by all ranks under DDP) the callback writes
+    ``checkpoint_step_<step>_emergency.pth`` and stops the trainer. It replaces Lightning's
+    ``ModelCheckpoint`` (which must not be used with the plugin).
 
     Args:
         directory: The checkpoint folder.
@@ -308,7 +310,7 @@ class VsrkitCheckpoint(Checkpoint):
         keep: A retention policy (``LatestN(3)``, ``AnyOf(...)``); ``None`` keeps all.
         async_save: Write in a background thread.
         metrics: ``{manifest metric: logged metric}``, e.g. ``{"quality": "val_ssim"}``.
-        check_every: Steps between stop-signal checks (one all-reduce each under DDP).
+        check_every: Under DDP, steps between stop-signal checks (one all-reduce each).
         best_metric, best_mode: What "best" means for retention.
 
     Example:
@@ -326,7 +328,7 @@ class VsrkitCheckpoint(Checkpoint):
         keep: Any = None,
         async_save: bool = False,
         metrics: Mapping[str, str] | None = None,
-        check_every: int = 1,
+        check_every: int = 10,
         best_metric: str = "quality",
         best_mode: str = "max",
     ) -> None:
@@ -391,7 +393,7 @@ class VsrkitCheckpoint(Checkpoint):
         self._last_step = step
         if self.every_n_steps and step % self.every_n_steps == 0:
             self.save(trainer, step)
-        if step % self.check_every == 0:
+        if trainer.world_size == 1 or step % self.check_every == 0:
             local = self._stop is not None and self._stop.requested
             if LightningOps(trainer).any(local):
                 name = self._stop.signal_name if self._stop is not None else None
