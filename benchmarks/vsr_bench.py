@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
 
-DEFAULT_STEPS = {"tiny": 4, "small": 3, "paper": 2}
+DEFAULT_STEPS = {"tiny": 5, "small": 3, "paper": 2}
 
 
 def _row(preset: str, mode: str, args: argparse.Namespace) -> dict[str, object]:
@@ -54,15 +56,21 @@ def _row(preset: str, mode: str, args: argparse.Namespace) -> dict[str, object]:
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     if preset == "bicubic":
-        n = 20
         bicubic_upsample(lrs)
-        sync()
-        t0 = time.perf_counter()
-        for _ in range(n):
+        times = []
+        for _ in range(20):
+            t0 = time.perf_counter()
             bicubic_upsample(lrs)
-        sync()
-        sec = (time.perf_counter() - t0) / n
-        return {"preset": preset, "mode": mode, "s_per_step": sec, "frames_per_s": frames / sec}
+            sync()
+            times.append(time.perf_counter() - t0)
+        sec = statistics.median(times)
+        return {
+            "preset": preset,
+            "mode": mode,
+            "s_per_step": sec,
+            "best_s_per_step": min(times),
+            "frames_per_s": frames / sec,
+        }
 
     model = build_model(preset).to(device)
     loss_fn = VSRLoss().to(device)
@@ -85,11 +93,13 @@ def _row(preset: str, mode: str, args: argparse.Namespace) -> dict[str, object]:
     step()  # warm-up (and compilation)
     sync()
     warmup = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    times = []
     for _ in range(steps):
+        t0 = time.perf_counter()
         step()
-    sync()
-    sec = (time.perf_counter() - t0) / steps
+        sync()
+        times.append(time.perf_counter() - t0)
+    sec = statistics.median(times)
     row: dict[str, object] = {
         "preset": preset,
         "mode": mode,
@@ -97,6 +107,7 @@ def _row(preset: str, mode: str, args: argparse.Namespace) -> dict[str, object]:
         "steps": steps,
         "warmup_s": warmup,
         "s_per_step": sec,
+        "best_s_per_step": min(times),
         "frames_per_s": frames / sec,
     }
     if args.flops and mode in ("cpu fp32", "cuda fp32"):
@@ -157,7 +168,8 @@ def main() -> None:
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
         f"cuda={'yes: ' + torch.cuda.get_device_name() if cuda else 'no'}, "
-        f"batch {args.batch} x {args.frames} frames of {args.lr_size}x{args.lr_size} LR",
+        f"batch {args.batch} x {args.frames} frames of {args.lr_size}x{args.lr_size} LR, "
+        f"load average {os.getloadavg()[0]:.1f}; s/step is the median of the timed steps",
         flush=True,
     )
     for preset, mode in plan:
@@ -179,7 +191,7 @@ def main() -> None:
         if r["mode"] in ("cpu fp32", "cuda fp32") and r["preset"] != "bicubic"
     }
     head = (
-        f"{'preset':<8} {'mode':<21} {'params M':>8} {'s/step':>9} {'LR frames/s':>11} "
+        f"{'preset':<8} {'mode':<21} {'params M':>8} {'s/step':>9} {'best':>8} {'LR frames/s':>11} "
         f"{'vs fp32':>7} {'GFLOP/step':>10} {'peak MB':>8}"
     )
     print(head)
@@ -193,7 +205,8 @@ def main() -> None:
         vs = f"{speed / r['s_per_step']:.2f}x" if speed else "-"
         print(
             f"{r['preset']:<8} {r['mode']:<21} {fmt(r.get('params_m'), '.3f'):>8} "
-            f"{r['s_per_step']:>9.4f} {r['frames_per_s']:>11.1f} {vs:>7} "
+            f"{r['s_per_step']:>9.4f} {r['best_s_per_step']:>8.4f} "
+            f"{r['frames_per_s']:>11.1f} {vs:>7} "
             f"{fmt(r.get('gflop_per_step'), '.2f'):>10} {r['peak_mem_mb']:>8.0f}"
         )
 

@@ -177,14 +177,21 @@ def test_bf16_autocast_and_channels_last_on_cpu(tiny: BidirectionalRecurrentVSR)
 
 
 @pytest.mark.slow
-def test_compiles_without_graph_breaks() -> None:
+def test_compiles_without_graph_breaks_with_layer_activity_hooks() -> None:
+    from vsrkit.vsr import LayerActivityMonitor
+
     torch._dynamo.reset()
     model = build_model("tiny")
+    monitor = LayerActivityMonitor(model)
     compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
     lrs = torch.rand(1, 3, 3, 8, 8)
     out = compiled(lrs)
     out.abs().mean().backward()
     torch.testing.assert_close(out.detach(), bicubic_upsample(lrs), atol=1e-5, rtol=0)
+    compiled(lrs)
+    report = monitor.read(reset=True)
+    assert report.peak is not None and all(r.calls == 6 for r in report.layers)
+    monitor.close()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

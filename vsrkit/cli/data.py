@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from vsrkit._atomic import atomic_write_bytes
 from vsrkit.cli._util import user_errors
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 __all__ = ["data"]
 
@@ -18,10 +22,12 @@ def data() -> None:
     """Look at the training data."""
 
 
-def _png_bytes(frame) -> bytes:  # frame: (3, H, W) float tensor in [0, 1]
+def _png_bytes(frame: Tensor) -> bytes:
+    """PNG encoding of a (3, H, W) float frame in [0, 1]."""
+    import torch
     from PIL import Image
 
-    arr = (frame.clamp(0, 1) * 255).round().to(dtype=__import__("torch").uint8)
+    arr = (frame.clamp(0, 1) * 255).round().to(dtype=torch.uint8)
     buf = io.BytesIO()
     Image.fromarray(arr.permute(1, 2, 0).contiguous().numpy()).save(buf, format="PNG")
     return buf.getvalue()

@@ -70,7 +70,8 @@ class _BasicModule(nn.Module):
         last = self.basic_module[-1]
         assert isinstance(last, nn.Conv2d)
         nn.init.zeros_(last.weight)
-        nn.init.zeros_(last.bias)
+        if last.bias is not None:
+            nn.init.zeros_(last.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.basic_module(x)
@@ -91,6 +92,9 @@ class SpyNet(nn.Module):
         >>> tuple(flow.shape), float(flow.detach().abs().max())
         ((2, 2, 16, 24), 0.0)
     """
+
+    mean: Tensor
+    std: Tensor
 
     def __init__(
         self,

@@ -103,7 +103,8 @@ class RandomFeatures(nn.Module):
             conv = nn.Conv2d(cin, cout, 3, padding=1)
             with torch.no_grad():
                 conv.weight.normal_(0.0, (2.0 / (cin * 9)) ** 0.5, generator=gen)
-                conv.bias.zero_()
+                if conv.bias is not None:
+                    conv.bias.zero_()
             stage: list[nn.Module] = [] if i == 0 else [nn.AvgPool2d(2)]
             self.stages.append(nn.Sequential(*stage, conv, nn.ReLU()))
             cin = cout
@@ -125,6 +126,9 @@ class VGGFeatures(nn.Module):
         weights: path to a torchvision ``vgg19`` state dict (``features.N.weight`` keys, the
             classifier keys are ignored). Never downloaded.
     """
+
+    mean: Tensor
+    std: Tensor
 
     def __init__(self, weights: str | os.PathLike[str]) -> None:
         super().__init__()

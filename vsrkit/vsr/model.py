@@ -74,7 +74,8 @@ class ResidualBlock(nn.Module):
         for conv in (self.conv1, self.conv2):
             nn.init.kaiming_normal_(conv.weight, a=0, mode="fan_in")
             conv.weight.data.mul_(0.1)  # residual scaling at init, as in EDVR/BasicVSR
-            nn.init.zeros_(conv.bias)
+            if conv.bias is not None:
+                nn.init.zeros_(conv.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.conv2(F.relu(self.conv1(x)))
@@ -146,7 +147,8 @@ class BidirectionalRecurrentVSR(nn.Module):
         self.conv_hr = nn.Conv2d(num_feat, num_feat, 3, padding=1)
         self.conv_last = nn.Conv2d(num_feat, 3, 3, padding=1)
         nn.init.zeros_(self.conv_last.weight)
-        nn.init.zeros_(self.conv_last.bias)
+        if self.conv_last.bias is not None:
+            nn.init.zeros_(self.conv_last.bias)
 
     def compute_flows(self, lrs: Tensor) -> tuple[Tensor, Tensor]:
         """Backward flows (frame i <- i+1) and forward flows (frame i+1 <- i), (B, T-1, 2, h, w)."""
