@@ -302,7 +302,8 @@ class MonitorServer:
             "note": self.read_only_note if self.actions is None else None,
         }
         # the card shows GPU memory, or this process's RSS where there is none (CPU runs)
-        doc["rss_gb"] = None if self.read_only else process_rss_gb()
+        if doc.get("rss_gb") is None:  # the loop's figure, else this process's
+            doc["rss_gb"] = None if self.read_only else process_rss_gb()
         doc["config_enabled"] = self.config is not None and not self.read_only
         doc["config_changes"] = config_view(self.config, changes_limit=20)["changes"]
         if self._extra is not None:

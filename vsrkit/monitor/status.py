@@ -167,6 +167,7 @@ def status_document(
         lr_phase=values.get("lr_phase_name"),
         adam_momentum=values.get("adam_momentum_avg"),
         eta_epoch=values.get("eta_epoch_formatted"),
+        rss_gb=values.get("process_rss_gb"),
         loss_distribution=distribution(values, 0),
         weight_distribution=distribution(values, 1),
         peak_activity=peak_activity(activity, values.get("layer_activity_peak")),

@@ -77,13 +77,15 @@ def _band_of(position: float) -> str:
     )
 
 
-def _bar(value: float, cells: int, scale: float = 2.0) -> list[Segment]:
-    """A bar of ``cells`` cells for 0..``scale``; filled cells coloured by their band."""
+def _bar(value: float, cells: int, scale: float = 2.0, color: str | None = None) -> list[Segment]:
+    """A bar of ``cells`` cells for 0..``scale``; filled cells coloured by their band (or
+    all in ``color``)."""
     cells = max(1, cells)
     filled = round(min(max(value, 0.0), scale) / scale * cells)
     segs: list[Segment] = []
     for i in range(cells):
-        char, name = ("█", _band_of((i + 0.5) / cells * scale)) if i < filled else ("░", "dim")
+        band = color or _band_of((i + 0.5) / cells * scale)
+        char, name = ("█", band) if i < filled else ("░", "dim")
         if segs and segs[-1][1] == name:
             segs[-1] = (segs[-1][0] + char, name)
         else:
@@ -124,7 +126,7 @@ def render_panel(doc: Mapping[str, Any], width: int, *, color: bool = True) -> l
             (f" ({doc['lr_phase']})" if doc.get("lr_phase") else "", "dim"),
             (f"  {_fmt(doc.get('iter_speed'), '.2f')} it/s", ""),
             (f"  ETA {_fmt(doc.get('time_remaining'))}", ""),
-            (f"  mem {_fmt(doc.get('gpu_memory'), '.2f')} GiB", ""),
+            (f"  mem {_fmt(_memory(doc), '.2f')} GiB", ""),
         ],
     ]
     losses = (doc.get("loss_distribution") or {}).get("values", {})
@@ -164,11 +166,17 @@ def render_panel(doc: Mapping[str, Any], width: int, *, color: bool = True) -> l
         s = (doc.get("streams") or {}).get(name) or {}
         if s.get("average") is None:
             continue
-        tail = f" {s['average']:.3f} ({s['layers']})"
+        tail = f" {s['average']:.1f}% ({s['layers']})"  # percent of the peak layer
         cells = max(1, min(20, width - len(label) - len(tail) - 1))
-        rows.append([(label + " ", ""), *_bar(s["average"], cells), (tail, "")])
+        rows.append([(label + " ", ""), *_bar(s["average"], cells, 100.0, "cyan"), (tail, "")])
     rows.append([("keys: v validate  p pause/resume  c settings  q save+stop", "dim")])
     return [_fit(r, width, color) for r in rows]
+
+
+def _memory(doc: Mapping[str, Any]) -> Any:
+    """GPU memory, or this process's resident memory where there is no GPU."""
+    gpu = doc.get("gpu_memory")
+    return gpu if gpu is not None else doc.get("rss_gb")
 
 
 def _log_line(doc: Mapping[str, Any]) -> str:
@@ -312,9 +320,17 @@ class TerminalView:
             self._stop.wait(interval)
 
     def message(self, text: str) -> None:
-        """Print a line above the panel (the panel is redrawn below it)."""
-        self._write(("\x1b[J" if self.is_tty else "") + text + "\n")
+        """Print a line above the panel: the panel is cleared, the line written, the panel
+        drawn again below it (so the scrollback keeps the messages, not old panels)."""
+        if not self.is_tty:
+            self._write(text + "\n")
+            return
+        up = f"\x1b[{self._drawn}F" if self._drawn else ""
+        self._write(up + "\x1b[J" + text + "\n")
         self._drawn = 0
+        if not self._menu.is_set() and self._threads:
+            with contextlib.suppress(Exception):
+                self.draw()
 
     # -- input -----------------------------------------------------------------------------
     def _enter_cbreak(self) -> None:
