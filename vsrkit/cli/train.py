@@ -63,6 +63,11 @@ PRESET_NAMES = ("quick", "paper")
 @click.option("--channels-last/--no-channels-last", default=None, help="channels_last on CUDA.")
 @click.option("--tensorboard/--no-tensorboard", default=None, help="Write TensorBoard events.")
 @click.option("--monitor/--no-monitor", default=None, help="Serve the live web monitor.")
+@click.option(
+    "--terminal-view/--no-terminal-view",
+    default=None,
+    help="Live panel with keys v/p/c/q when stdout is a terminal.",
+)
 @click.option("--monitor-port", type=click.IntRange(1, 65535), help="Monitor port (default 5050).")
 @click.option("--monitor-host", help="Monitor address (default 127.0.0.1).")
 @click.option(

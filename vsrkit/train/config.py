@@ -88,6 +88,7 @@ class TrainConfig:
     monitor_host: str = "127.0.0.1"
     monitor_port: int = 5050
     allow_remote_monitor: bool = False
+    terminal_view: bool = True  # the live panel (and keys v/p/c/q) when stdout is a terminal
 
     def __post_init__(self) -> None:
         _check_choice("preset", self.preset, PRESETS)

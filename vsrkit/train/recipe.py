@@ -92,7 +92,7 @@ class TrainResult:
     exit_code: int = 0
 
 
-class _Interval:
+class IntervalSums:
     """Sums of one log interval, kept on the device: one vector, one sync to read."""
 
     # slots: 4 loss terms, total, grad norm, finite steps, skipped steps, current streak, max streak
@@ -264,7 +264,7 @@ def train(cfg: TrainConfig, *, stream: TextIO | None = None) -> TrainResult:
 
     # ---- resume -------------------------------------------------------------------------------
     step = 0
-    interval = _Interval(dev)
+    interval = IntervalSums(dev)
     resume = resolve_resume(cfg, ckpts, run_dir, ctx) if cfg.resume else None
     if resume is not None:
         step, state = resume
@@ -312,6 +312,12 @@ def train(cfg: TrainConfig, *, stream: TextIO | None = None) -> TrainResult:
     batches = iter(loader)
     actions = ActionQueue() if ctx.is_main else None
     monitor = _start_monitor(cfg, ctx, snapshot, runtime, actions, progress)
+    view = None
+    if actions is not None and cfg.terminal_view and progress.live:
+        from vsrkit.monitor import TerminalView
+
+        view = TerminalView(snapshot, actions, runtime, stream=progress.stream).start()
+        progress.attach(view)
 
     def checkpoint(tag: str | None = None, metrics: dict[str, float] | None = None) -> None:
         snap_name = runtime.snapshot(step).name if ctx.is_main else None
@@ -554,6 +560,10 @@ def train(cfg: TrainConfig, *, stream: TextIO | None = None) -> TrainResult:
     tb.close()
     if monitor is not None:
         monitor.stop()
+    if view is not None:
+        view.draw()  # the final state stays on screen
+        view.stop()
+        progress.view = None
     if ctx.is_main:
         progress.message(_summary(run_dir, step, reason, best_quality, cfg.tensorboard))
     for h in log_handlers:
@@ -684,14 +694,13 @@ def _start_monitor(
             allow_remote=cfg.allow_remote_monitor,
         )
         server.start()
-    except OSError as exc:
+    except (OSError, VsrkitError) as exc:
         logger.warning(
             "monitor not started on port %d: %s (use --monitor-port or --no-monitor)",
             cfg.monitor_port,
             exc,
         )
         return None
-    progress.message(f"monitor: {server.url}")
     return server
 
 

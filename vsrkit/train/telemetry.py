@@ -6,7 +6,7 @@ import os
 import resource
 import sys
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
 import torch
 
@@ -72,9 +72,16 @@ class ProgressLine:
         self.stream = stream if stream is not None else sys.stdout
         self.live = self.stream.isatty() and os.environ.get("TERM") != "dumb"
         self._last_plain = 0.0
+        self.view: Any = None  # a TerminalView that draws the progress instead
+
+    def attach(self, view: Any) -> None:
+        """Let a terminal panel (anything with ``message(text)``) show progress and messages."""
+        self.view = view
 
     def update(self, *, step: int, loss: float, lr: float, its: float, eta: str | None) -> None:
         """Show the state at ``step`` (called once per log interval)."""
+        if self.view is not None:
+            return
         width = len(str(self.total))
         line = (
             f"step {step:>{width}}/{self.total}  loss {loss:.5f}  lr {lr:.2e}  "
@@ -90,10 +97,13 @@ class ProgressLine:
 
     def message(self, text: str) -> None:
         """Print a line without breaking the live progress line."""
+        if self.view is not None:
+            self.view.message(text)
+            return
         self.stream.write(("\r\033[K" if self.live else "") + text + "\n")
         self.stream.flush()
 
     def close(self) -> None:
-        if self.live:
+        if self.live and self.view is None:
             self.stream.write("\n")
             self.stream.flush()
