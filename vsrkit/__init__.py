@@ -30,6 +30,9 @@ _LAZY: dict[str, str] = {
     "KeepTagged": "vsrkit.checkpoint",
     "AnyOf": "vsrkit.checkpoint",
     "StopSignal": "vsrkit.checkpoint",
+    "capture_rng_state": "vsrkit.checkpoint",
+    "restore_rng_state": "vsrkit.checkpoint",
+    "prompt_for_checkpoint": "vsrkit.checkpoint",
     # adaptive
     "PlateauTracker": "vsrkit.adaptive",
     "PlateauEvent": "vsrkit.adaptive",
@@ -41,11 +44,22 @@ _LAZY: dict[str, str] = {
     "DynamicThreshold": "vsrkit.adaptive",
     # config
     "RuntimeConfigManager": "vsrkit.config",
+    "ConfigChange": "vsrkit.config",
+    "SubmitResult": "vsrkit.config",
+    "RuntimeConfigError": "vsrkit.config",
+    "validate_config": "vsrkit.config",
     # stats
     "MetricsSnapshot": "vsrkit.stats",
     "DeferredStatsWriter": "vsrkit.stats",
     "TensorBoardLogger": "vsrkit.stats",
     "load_statistics": "vsrkit.stats",
+    "Measurement": "vsrkit.stats",
+    "STAT_FIELDS": "vsrkit.stats",
+    "validate_statistics": "vsrkit.stats",
+    # monitor
+    "MonitorServer": "vsrkit.monitor",
+    "ActionQueue": "vsrkit.monitor",
+    "TerminalView": "vsrkit.monitor",
 }
 
 __all__ = ["VsrkitError", "__version__", *_LAZY]
@@ -70,15 +84,28 @@ if TYPE_CHECKING:  # pragma: no cover
         KeepTagged,
         LatestN,
         StopSignal,
+        capture_rng_state,
         format_checkpoint_name,
         parse_checkpoint_name,
+        prompt_for_checkpoint,
+        restore_rng_state,
     )
-    from vsrkit.config import RuntimeConfigManager  # noqa: F401
+    from vsrkit.config import (  # noqa: F401
+        ConfigChange,
+        RuntimeConfigError,
+        RuntimeConfigManager,
+        SubmitResult,
+        validate_config,
+    )
+    from vsrkit.monitor import ActionQueue, MonitorServer, TerminalView  # noqa: F401
     from vsrkit.stats import (  # noqa: F401
+        STAT_FIELDS,
         DeferredStatsWriter,
+        Measurement,
         MetricsSnapshot,
         TensorBoardLogger,
         load_statistics,
+        validate_statistics,
     )
 
 
