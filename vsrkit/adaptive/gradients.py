@@ -102,6 +102,7 @@ class GradientMonitor:
             raise AdaptiveError(f"{owner}: frozen names unknown module(s) {', '.join(unknown)}")
         self.zero_checks = check_int(owner, "zero_checks", zero_checks, low=1)
         self._sums: Any = None  # device vector: [norm sums..., non-finite counts...]
+        self._index: Any = None  # (key, device tensor: module of each gradient)
         self._steps = 0
         self._streak = {n: 0 for n in self._names}
         self._checks = 0
@@ -113,28 +114,49 @@ class GradientMonitor:
         return self._names
 
     def accumulate(self) -> None:
-        """Add this step's per-module gradient norms to the device sums (no host sync)."""
+        """Add this step's per-module gradient norms to the device sums (no host sync).
+
+        One fused norm over every gradient, then a per-module sum of squares: a handful of
+        kernels whatever the number of modules.
+        """
         import torch
 
-        norms: list[Any] = []
-        device = None
-        for params in self._params:
-            grads = [p.grad for p in params if p.grad is not None]
-            if grads:
-                device = grads[0].device
-                norms.append(torch.nn.utils.get_total_norm(grads))
-            else:
-                norms.append(None)
-        if device is None:
-            device = self._params[0][0].device
-        zero = torch.zeros((), device=device)
-        vec = torch.stack([zero if n is None else n.to(device).float() for n in norms])
-        finite = torch.isfinite(vec)
-        step_vec = torch.cat([torch.where(finite, vec, zero), (~finite).float()])
-        if self._sums is None or self._sums.device != step_vec.device:
-            self._sums = torch.zeros_like(step_vec)
-        self._sums += step_vec
+        grads: list[Any] = []
+        owners: list[int] = []
+        for i, params in enumerate(self._params):
+            for p in params:
+                if p.grad is not None:
+                    grads.append(p.grad)
+                    owners.append(i)
+        m = len(self._names)
+        if not grads:
+            norms = torch.zeros(m, dtype=torch.float64, device=self._params[0][0].device)
+        else:
+            norms = self._module_norms(torch, grads, owners, m)
+        finite = torch.isfinite(norms)
+        if self._sums is None or self._sums.device != norms.device:
+            self._sums = torch.zeros(2 * m, dtype=torch.float64, device=norms.device)
+        self._sums[:m].add_(torch.where(finite, norms, 0.0))
+        self._sums[m:].add_(~finite)
         self._steps += 1
+
+    def _module_norms(self, torch: Any, grads: list[Any], owners: list[int], m: int) -> Any:
+        device = grads[0].device
+        same = all(g.device == device for g in grads)
+        if same:
+            sq = torch.stack(torch._foreach_norm(grads)).double().square()
+            key = (tuple(owners), device)
+            if self._index is None or self._index[0] != key:
+                self._index = (key, torch.tensor(owners, device=device))
+            total = torch.zeros(m, dtype=torch.float64, device=device)
+            return total.index_add_(0, self._index[1], sq).sqrt_()
+        # gradients on several devices (model parallel): one norm per module, on the first device
+        out = torch.zeros(m, dtype=torch.float64, device=device)
+        for i in range(m):
+            mine = [g for g, o in zip(grads, owners, strict=True) if o == i]
+            if mine:
+                out[i] = torch.nn.utils.get_total_norm(mine).to(device, torch.float64)
+        return out
 
     def read(self, step: int) -> GradientReport:
         """One check: mean norms of the interval (one host sync), warnings, then reset.

@@ -106,7 +106,7 @@ class LossAccumulator:
 
     def __init__(self, terms: Sequence[str]) -> None:
         self.terms = tuple(terms)
-        self._sums: Any = None  # [terms..., total, finite steps, skipped steps]
+        self._sums: Any = None  # [terms..., total, finite steps]
         self.steps = 0
 
     def add(self, losses: Mapping[str, Any], total: Any) -> None:
@@ -119,21 +119,23 @@ class LossAccumulator:
                 f"the training step returned no loss for term(s) {', '.join(missing)} "
                 f"(got {', '.join(map(str, losses)) or 'none'})"
             )
-        total = torch.as_tensor(total).detach().float().reshape(())
-        parts = [torch.as_tensor(losses[t]).detach().float().reshape(()) for t in self.terms]
-        values = torch.stack([*(p.to(total.device) for p in parts), total])
-        ok = torch.isfinite(total)
-        okf = ok.float()
-        vec = torch.cat(
-            [
-                torch.where(ok, torch.nan_to_num(values), torch.zeros_like(values)),
-                okf[None],
-                1 - okf[None],
-            ]
-        )
+        n = len(self.terms)
+        try:  # the usual case: 0-d tensors on one device
+            vec = torch.stack([*(losses[t] for t in self.terms), total]).detach().reshape(n + 1)
+        except (RuntimeError, TypeError, ValueError):
+            ref = torch.as_tensor(total)
+            vec = torch.stack(
+                [
+                    torch.as_tensor(v).detach().reshape(()).to(ref.device, torch.float32)
+                    for v in (*(losses[t] for t in self.terms), total)
+                ]
+            )
+        vec = vec.float()
+        ok = torch.isfinite(vec[n])
         if self._sums is None or self._sums.device != vec.device:
-            self._sums = torch.zeros_like(vec)
-        self._sums += vec
+            self._sums = torch.zeros(n + 2, dtype=torch.float32, device=vec.device)
+        self._sums[: n + 1].add_(torch.where(ok, vec, 0.0))
+        self._sums[n + 1].add_(ok)
         self.steps += 1
 
     def read(self, mean: Callable[[Any], Any] | None = None) -> dict[str, float] | None:
@@ -143,13 +145,14 @@ class LossAccumulator:
             return None
         sums = self._sums
         vec = (mean(sums) if mean is not None else sums).tolist()
+        steps = self.steps  # the same on every rank
         self._sums = None
         self.steps = 0
         n = len(self.terms)
         finite = vec[n + 1]
         out = {t: (vec[i] / finite if finite else math.nan) for i, t in enumerate(self.terms)}
         out["total"] = vec[n] / finite if finite else math.nan
-        out["finite_steps"], out["skipped"] = finite, vec[n + 2]
+        out["finite_steps"], out["skipped"] = finite, steps - finite
         return out
 
 
