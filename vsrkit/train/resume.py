@@ -107,7 +107,9 @@ def _choose_step(resume: str, ckpts: CheckpointManager) -> int | None:
     if resume == "ask":
         if not valid:
             raise ResumeError(f"--resume ask: no checkpoint in {ckpts.directory}")
-        chosen = prompt_for_checkpoint(valid)
+        latest = ckpts.latest_step()  # Enter = what "latest" would take (run-id aware)
+        default = next((r for r in reversed(valid) if r.step == latest), None)
+        chosen = prompt_for_checkpoint(valid, default=default)
         return chosen.step if chosen is not None else None
     if resume.isdigit():
         step = int(resume)
