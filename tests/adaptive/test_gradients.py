@@ -235,3 +235,14 @@ def test_accumulate_on_cuda_makes_no_device_sync():
         torch.cuda.set_sync_debug_mode(0)
     report = mon.read(1)
     assert report.steps == 2 and report.norms["head"] > 0
+
+
+def test_mixed_precision_modules_are_measured_alike():
+    low, high = torch.nn.Linear(3, 3).to(torch.bfloat16), torch.nn.Linear(3, 1)
+    high(low(torch.randn(2, 3).bfloat16()).float()).sum().backward()
+    mon = GradientMonitor({"low": low, "high": high})
+    mon.accumulate()
+    norms = mon.read(1).norms
+    for name, module in (("low", low), ("high", high)):
+        flat = torch.cat([p.grad.float().flatten() for p in module.parameters()])
+        assert norms[name] == pytest.approx(float(flat.norm()), rel=1e-2)
