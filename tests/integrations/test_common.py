@@ -164,3 +164,26 @@ def test_accumulator_on_cuda_makes_no_device_sync():
     finally:
         torch.cuda.set_sync_debug_mode(0)
     assert acc.read()["total"] == 3.0
+
+
+def test_runtime_settings_in_effect_come_back_with_the_state(tmp_path):
+    def build(where):
+        return hooks(
+            where, terms=("x",), plateau=PlateauTracker(patience=250), lr_policy=LRBoostPolicy(),
+            runtime_config=example_settings(), statistics=False, log_every=3,
+        )  # fmt: skip
+
+    a = build(tmp_path / "a")
+    a.runtime.submit({"plateau_patience": 320, "log_every": 7, "max_lr": 3e-4})
+    a.apply_changes(a.runtime.poll(10), 10)
+    state = json.loads(json.dumps(a.state_dict()))
+    assert state["applied_settings"] == {"plateau_patience": 320, "log_every": 7, "max_lr": 3e-4}
+    b = build(tmp_path / "b")
+    b.load_state_dict(state)
+    assert b.plateau.patience == 320 and b.log_every == 7
+    assert b.lr_policy.settings["max_lr"] == 3e-4
+    c = build(tmp_path / "c")  # a key never changed keeps the constructor's value
+    c.load_state_dict({**state, "applied_settings": {}})
+    assert c.plateau.patience == 250 and c.log_every == 3
+    with pytest.raises(IntegrationError, match="applied_settings"):
+        c.load_state_dict({**state, "applied_settings": [1]})

@@ -247,6 +247,7 @@ class VsrkitHooks:
         self._pending_state: Mapping[str, Any] | None = None
         self._pending_quality: float | None = None
         self._config_version = 0
+        self._applied: dict[str, Any] = {}  # runtime settings applied to the components
         self._interval_started = time.perf_counter()
         self._last_step: int | None = None
 
@@ -428,6 +429,8 @@ class VsrkitHooks:
                 logger.warning("runtime change %s not applied at step %d: %s", key, step, exc)
                 continue
             applied.append(key)
+            if not key.endswith("_weight"):  # settings to re-apply on resume (not weights:
+                self._applied[key] = live[key]  # the adapted weights come from their state)
             self._config_version += 1
             self.tb.log_config_change(key, change.old, change.new, step)
         return applied
@@ -498,10 +501,12 @@ class VsrkitHooks:
             "statistics": state(self.stats),
             "pending_quality": self._pending_quality,
             "config_version": self._config_version,
+            "applied_settings": dict(self._applied),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore the components' state (before :meth:`bind` it is kept until then)."""
+        """Restore the components' state (before :meth:`bind` it is kept until then) and
+        apply again the runtime settings that were in effect (``applied_settings``)."""
         if not isinstance(state, Mapping) or state.get("version") != _STATE_VERSION:
             got = state.get("version") if isinstance(state, Mapping) else type(state).__name__
             raise IntegrationError(
@@ -510,6 +515,9 @@ class VsrkitHooks:
         missing = [k for k in self.state_dict() if k not in state]
         if missing:
             raise IntegrationError(f"vsrkit hooks state lacks key(s) {', '.join(missing)}")
+        applied = state["applied_settings"]
+        if not isinstance(applied, Mapping):
+            raise IntegrationError("vsrkit hooks state: applied_settings must be a mapping")
         if not self._bound:
             self._pending_state = state
             return
@@ -531,6 +539,15 @@ class VsrkitHooks:
                 obj.load_state_dict(state[key])
         self._pending_quality = state["pending_quality"]
         self._config_version = int(state["config_version"])
+        # settings are not part of the components' state: the runtime settings that were in
+        # effect at the checkpoint are applied again (constructor values stay for the rest)
+        self._applied = dict(applied)
+        merged = {**self.live, **self._applied}
+        for key in self._applied:
+            try:
+                self._apply_one(key, merged, self._last_step or 0)
+            except VsrkitError as exc:
+                logger.warning("runtime setting %s not applied on resume: %s", key, exc)
 
     def close(self) -> None:
         """Flush pending statistics files and TensorBoard (idempotent)."""
