@@ -166,7 +166,7 @@ def main() -> None:
     base = sys.argv[1:]
     rows = []
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
+        f"torch {torch.__version__}, {args.threads or torch.get_num_threads()} CPU threads, "
         f"cuda={'yes: ' + torch.cuda.get_device_name() if cuda else 'no'}, "
         f"batch {args.batch} x {args.frames} frames of {args.lr_size}x{args.lr_size} LR, "
         f"load average {os.getloadavg()[0]:.1f}; s/step is the median of the timed steps",

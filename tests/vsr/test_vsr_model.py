@@ -202,5 +202,5 @@ def test_cuda_bf16_channels_last_compile() -> None:
     with torch.autocast("cuda", dtype=torch.bfloat16):
         out = compiled(lrs)
     assert out.shape == (2, 3, 3, 64, 64) and out.dtype == torch.float32
-    torch.testing.assert_close(out, bicubic_upsample(lrs), atol=1e-6, rtol=0)
+    torch.testing.assert_close(out, bicubic_upsample(lrs), atol=1e-5, rtol=0)
     out.mean().backward()

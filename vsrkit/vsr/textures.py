@@ -16,19 +16,23 @@ __all__ = ["procedural_texture"]
 
 
 def _value_noise(rng: np.random.Generator, size: int, octaves: int = 5) -> np.ndarray:
-    """Multi-octave value noise, (3, size, size) float32 in [0, 1]."""
-    total = np.zeros((3, size, size), dtype=np.float32)
+    """Multi-octave value noise, (3, size, size) float32 in [0, 1].
+
+    The octaves are summed on a small grid (the finest octave's), then upsampled once.
+    """
+    fine = 3 * 2 ** (octaves - 1) + 1
+    total = torch.zeros(1, 3, fine, fine)
     amp, norm = 1.0, 0.0
     for o in range(octaves):
         cells = 3 * 2**o
         grid = torch.from_numpy(rng.random((1, 3, cells + 1, cells + 1), dtype=np.float32))
-        up = F.interpolate(grid, size=(size, size), mode="bicubic", align_corners=True)
-        total += amp * up[0].numpy()
+        total += amp * F.interpolate(grid, size=(fine, fine), mode="bicubic", align_corners=True)
         norm += amp
         amp *= 0.55
-    total /= norm
-    lo, hi = total.min(), total.max()
-    return (total - lo) / max(float(hi - lo), 1e-6)
+    up = F.interpolate(total / norm, size=(size, size), mode="bicubic", align_corners=True)
+    out = up[0].numpy()
+    lo, hi = out.min(), out.max()
+    return (out - lo) / max(float(hi - lo), 1e-6)
 
 
 def _coords(size: int) -> tuple[np.ndarray, np.ndarray]:
