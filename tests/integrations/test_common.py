@@ -187,3 +187,12 @@ def test_runtime_settings_in_effect_come_back_with_the_state(tmp_path):
     assert c.plateau.patience == 250 and c.log_every == 3
     with pytest.raises(IntegrationError, match="applied_settings"):
         c.load_state_dict({**state, "applied_settings": [1]})
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from vsrkit.integrations import _common
+
+    result = doctest.testmod(_common, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

@@ -289,3 +289,13 @@ def test_a_skipped_batch_is_left_out_of_the_interval(tmp_path):
     t.fit(SkipsOdd(), loader())
     assert t.global_step == 4 and [o.step for o in cb.outcomes] == [2, 4]
     assert all(math.isfinite(o.losses["total"]) for o in cb.outcomes)
+
+
+def test_docstring_examples_run(tmp_path, monkeypatch):
+    import doctest
+
+    from vsrkit.integrations import lightning as module
+
+    monkeypatch.chdir(tmp_path)  # VsrkitCallback's example names a relative run folder
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

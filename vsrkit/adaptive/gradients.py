@@ -30,6 +30,11 @@ class GradientReport(NamedTuple):
     (``None`` when no step of the interval had a finite norm); ``nonfinite`` counts the steps
     with a NaN/inf norm; ``zero_streak`` counts consecutive checks without any gradient;
     ``alerts`` are the warnings of this check (also logged).
+
+    Example:
+        >>> r = GradientReport(10, 5, {"head": 0.3}, {"head": 0}, {"head": 0}, [])
+        >>> r.to_dict()["norms"]
+        {'head': 0.3}
     """
 
     step: int

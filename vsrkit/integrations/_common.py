@@ -61,7 +61,13 @@ def require(module: str, extra: str, user: str) -> Any:
 
 
 class DistOps(Protocol):
-    """What the hooks need from a framework's process group (all ranks call each method)."""
+    """What the hooks need from a framework's process group (all ranks call each method).
+
+    Example:
+        >>> ops: DistOps = LocalOps()
+        >>> ops.is_main, ops.broadcast({"k": 1}), ops.any(False)
+        (True, {'k': 1}, False)
+    """
 
     @property
     def is_main(self) -> bool: ...
@@ -80,7 +86,12 @@ class DistOps(Protocol):
 
 
 class LocalOps:
-    """:class:`DistOps` of a single process."""
+    """:class:`DistOps` of a single process.
+
+    Example:
+        >>> LocalOps().mean(3.0)
+        3.0
+    """
 
     is_main = True
 
@@ -102,6 +113,14 @@ class LossAccumulator:
 
     A step whose total is not finite is left out of the sums and counted as skipped.
     :meth:`read` turns the sums into floats with one ``tolist()`` (after ``mean`` over ranks).
+
+    Example:
+        >>> import torch
+        >>> acc = LossAccumulator(("l1",))
+        >>> acc.add({"l1": torch.tensor(0.5)}, torch.tensor(0.5))
+        >>> acc.add({"l1": torch.tensor(1.0)}, torch.tensor(float("nan")))
+        >>> acc.read()
+        {'l1': 0.5, 'total': 0.5, 'finite_steps': 1.0, 'skipped': 1.0}
     """
 
     def __init__(self, terms: Sequence[str]) -> None:
@@ -174,7 +193,17 @@ def scale_lrs(optimizer: Any, new: Sequence[float], schedulers: Iterable[Any] = 
 
 @dataclass
 class IntervalOutcome:
-    """What the hooks decided at one log interval (all ranks agree on it)."""
+    """What the hooks decided at one log interval (all ranks agree on it).
+
+    ``losses`` holds the interval means per term and ``total``; ``event`` the
+    ``PlateauEvent`` (``None`` without a tracker or without a finite step); ``new_lrs`` the
+    LRs set on the optimizer (``None``: unchanged); ``weights`` the loss weights after the
+    update; ``gradients`` the ``GradientReport``; ``stats_files`` the statistics files written.
+
+    Example:
+        >>> IntervalOutcome(step=10, losses={"total": 0.2}).new_lrs is None
+        True
+    """
 
     step: int
     losses: dict[str, float]
@@ -193,6 +222,20 @@ class VsrkitHooks:
     writer and TensorBoard, are created there, files only on the main rank). Then per step
     :meth:`accumulate`, per step :meth:`end_of_step` (it acts every ``log_every`` steps and
     at the runtime-config poll steps), after each validation :meth:`validation_end`.
+    Not thread-safe: call it from the training loop.
+
+    Example:
+        >>> import tempfile, torch
+        >>> from vsrkit.adaptive import PlateauTracker
+        >>> hooks = VsrkitHooks(run_dir=tempfile.mkdtemp(), terms=("mse",), log_every=2,
+        ...                     plateau=PlateauTracker(), statistics=False)
+        >>> hooks.bind(LocalOps())
+        >>> opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        >>> for step in (1, 2):
+        ...     hooks.accumulate({"mse": torch.tensor(1.0 * step)}, torch.tensor(1.0 * step))
+        ...     out = hooks.end_of_step(step, opt)
+        >>> out.step, out.losses, out.event.reason.value
+        (2, {'mse': 1.5, 'total': 1.5}, 'warmup')
     """
 
     def __init__(

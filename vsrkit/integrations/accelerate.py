@@ -32,7 +32,14 @@ logger = logging.getLogger(__name__)
 
 
 class AccelerateOps:
-    """:class:`~vsrkit.integrations._common.DistOps` over an ``Accelerator``."""
+    """:class:`~vsrkit.integrations._common.DistOps` over an ``Accelerator``.
+
+    Example:
+        >>> from accelerate import Accelerator
+        >>> ops = AccelerateOps(Accelerator(cpu=True))
+        >>> ops.is_main, ops.broadcast("x"), ops.any(False)
+        (True, 'x', False)
+    """
 
     def __init__(self, accelerator: Any) -> None:
         self._acc = accelerator

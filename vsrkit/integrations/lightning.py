@@ -46,7 +46,14 @@ METRICS_KEY = "vsrkit_metrics"
 
 
 class LightningOps:
-    """:class:`~vsrkit.integrations._common.DistOps` over ``trainer.strategy``."""
+    """:class:`~vsrkit.integrations._common.DistOps` over ``trainer.strategy``.
+
+    Example:
+        >>> import lightning.pytorch as pl
+        >>> ops = LightningOps(pl.Trainer(accelerator="cpu", devices=1, logger=False))
+        >>> ops.is_main, ops.broadcast([1, 2]), ops.any(True)
+        (True, [1, 2], True)
+    """
 
     def __init__(self, trainer: Any) -> None:
         self._trainer = trainer
@@ -244,7 +251,16 @@ class VsrkitCheckpointIO(CheckpointIO):
     for ``_best``/``_emergency``): the step and tag come from the name, the manifest gets
     the metrics and runtime-config snapshot that the callbacks put into the checkpoint.
     Deleting is the manager's retention policy's job, so :meth:`remove_checkpoint` does
-    nothing.
+    nothing. Usually made by :class:`VsrkitCheckpoint` (its ``io``).
+
+    Example:
+        >>> import tempfile, torch
+        >>> from vsrkit.checkpoint import CheckpointManager
+        >>> io = VsrkitCheckpointIO(CheckpointManager(tempfile.mkdtemp()))
+        >>> path = io.manager.directory / "checkpoint_step_0000005.pth"
+        >>> io.save_checkpoint({"global_step": 5, "w": torch.ones(1)}, path)
+        >>> io.load_checkpoint(path)["global_step"]
+        5
     """
 
     def __init__(self, manager: Any) -> None:
