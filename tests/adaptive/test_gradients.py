@@ -246,3 +246,26 @@ def test_mixed_precision_modules_are_measured_alike():
     for name, module in (("low", low), ("high", high)):
         flat = torch.cat([p.grad.float().flatten() for p in module.parameters()])
         assert norms[name] == pytest.approx(float(flat.norm()), rel=1e-2)
+
+
+def test_the_web_monitor_serves_the_figures():
+    import urllib.request
+
+    from vsrkit.monitor import MonitorServer
+    from vsrkit.stats import MetricsSnapshot
+
+    net = TwoPart()
+    net.encoder.requires_grad_(False)
+    mon = GradientMonitor({"encoder": net.encoder, "head": net.head}, zero_checks=1)
+    train_steps(net, mon, 2)
+    mon.read(10)
+    server = MonitorServer(snapshot=MetricsSnapshot(), actions=None, extra=mon.status, port=0)
+    server.start()
+    try:
+        with urllib.request.urlopen(server.url.rstrip("/") + "/api/status", timeout=10) as r:
+            doc = json.loads(r.read())
+    finally:
+        server.stop()
+    assert doc["gradient_norms"]["head"] > 0 and doc["gradient_norms"]["encoder"] == 0.0
+    assert doc["gradient_zero_streak"] == {"encoder": 1, "head": 0}
+    assert "'encoder'" in doc["gradient_alerts"][0]
