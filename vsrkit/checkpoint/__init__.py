@@ -13,11 +13,13 @@ from __future__ import annotations
 from vsrkit.checkpoint.errors import (
     CheckpointCorruptError,
     CheckpointError,
+    CheckpointMirrorError,
     CheckpointNotFoundError,
     CheckpointWriteError,
 )
 from vsrkit.checkpoint.maintenance import prune_checkpoints, verify_checkpoint
 from vsrkit.checkpoint.manager import CheckpointManager
+from vsrkit.checkpoint.mirror import CheckpointMirror
 from vsrkit.checkpoint.names import (
     CheckpointName,
     format_checkpoint_name,
@@ -43,6 +45,8 @@ __all__ = [
     "CheckpointCorruptError",
     "CheckpointError",
     "CheckpointManager",
+    "CheckpointMirror",
+    "CheckpointMirrorError",
     "CheckpointName",
     "CheckpointNotFoundError",
     "CheckpointRecord",

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 from vsrkit.errors import VsrkitError
 
 __all__ = [
     "CheckpointCorruptError",
     "CheckpointError",
+    "CheckpointMirrorError",
     "CheckpointNotFoundError",
     "CheckpointWriteError",
 ]
@@ -29,3 +32,26 @@ class CheckpointWriteError(CheckpointError):
 
     The temporary file is removed and the previous good checkpoint is untouched.
     """
+
+
+class CheckpointMirrorError(CheckpointError):
+    """A copy to the mirror folder failed; the primary checkpoint is intact.
+
+    Never raised by ``save``: the manager keeps these in ``mirror_errors`` (and raises one
+    from ``wait()``/``close()`` only with ``mirror_strict=True``).
+
+    Attributes:
+        filename: The checkpoint file name, ``None`` when the failure concerns several.
+        directory: The mirror folder, ``None`` if unknown.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        filename: str | None = None,
+        directory: str | os.PathLike[str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.filename = filename
+        self.directory = directory

@@ -5,7 +5,9 @@ DDP). Its methods may be called from any thread (a lock serializes them) but are
 training loop's thread. Readers in other processes (``vsrkit checkpoints list``, a monitor)
 may list and load at any time: they only ever see committed files, because every file is
 written to a temp file, fsynced and renamed, and the manifest (the commit marker) comes last.
-Two managers writing the same folder at the same time is not supported.
+Two managers writing the same folder at the same time is not supported. With ``mirror_dir``,
+copies to the mirror run on their own background thread (see :mod:`vsrkit.checkpoint.mirror`):
+``save`` never waits for them; ``wait``, ``restore`` and ``close`` do.
 """
 
 from __future__ import annotations
@@ -39,9 +41,11 @@ from vsrkit.checkpoint._io import (
 from vsrkit.checkpoint.errors import (
     CheckpointCorruptError,
     CheckpointError,
+    CheckpointMirrorError,
     CheckpointNotFoundError,
     CheckpointWriteError,
 )
+from vsrkit.checkpoint.mirror import CheckpointMirror, pair_with_mirror
 from vsrkit.checkpoint.names import format_checkpoint_name, manifest_name
 from vsrkit.checkpoint.records import (
     MANIFEST_FORMAT,
@@ -57,6 +61,7 @@ __all__ = ["CheckpointManager"]
 
 logger = logging.getLogger(__name__)
 
+_Records = list[CheckpointRecord]  # ``list`` is a method name inside the class
 _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EFBIG}
 
 
@@ -84,6 +89,14 @@ class CheckpointManager:
         checksum: Hash every file (sha256, on a helper thread while it is written). With
             ``False`` the manifest's ``sha256`` is ``null`` and damage is only caught by
             the size check and by loading; it saves the hashing CPU time.
+        mirror_dir: A second folder (another disk, a network drive) that receives a copy of
+            every committed checkpoint and manifest, in the background, with the same commit
+            protocol; retention is applied there too. ``restore`` falls back to it when the
+            primary copy is missing or corrupt. ``None``: no mirror.
+        mirror_strict: With ``False`` (default) a failed mirror copy is logged and kept in
+            :attr:`mirror_errors` only; with ``True`` ``wait()`` and ``close()`` also raise
+            :class:`CheckpointMirrorError` for the failures not raised before. ``save``
+            never raises for the mirror.
 
     Example:
         >>> import tempfile, torch
@@ -107,6 +120,8 @@ class CheckpointManager:
         min_free_mb: float = 64.0,
         torch_crc32: bool = False,
         checksum: bool = True,
+        mirror_dir: str | os.PathLike[str] | None = None,
+        mirror_strict: bool = False,
     ) -> None:
         if keep is not None and not callable(getattr(keep, "keep", None)):
             raise TypeError(f"keep must be a retention policy (LatestN, AnyOf, ...), got {keep!r}")
@@ -130,6 +145,16 @@ class CheckpointManager:
         self._hasher: concurrent.futures.ThreadPoolExecutor | None = None
         self._snapshot_buffers: dict[tuple[Any, ...], Any] = {}
         self._closed = False
+        self.mirror_strict = bool(mirror_strict)
+        #: The :class:`CheckpointMirror` of ``mirror_dir``, ``None`` without one.
+        self.mirror: CheckpointMirror | None = None
+        if mirror_dir is not None:
+            self.mirror = CheckpointMirror(self.directory, mirror_dir, min_free_mb=min_free_mb)
+
+    @property
+    def mirror_errors(self) -> list[CheckpointMirrorError]:
+        """Every failed mirror copy so far (empty without a mirror); the primary is intact."""
+        return self.mirror.errors if self.mirror is not None else []
 
     def _remove_stale_temp_files(self) -> None:
         """Delete temp files of saves killed mid-write; run at the first save, never by a
@@ -227,9 +252,27 @@ class CheckpointManager:
         return snapshot
 
     def wait(self) -> None:
-        """Block until the in-flight async save has committed; raise its error if it failed."""
+        """Block until the in-flight async save and the mirror copies are done.
+
+        Raises the async save's error if it failed; mirror failures only with ``mirror_strict``.
+        """
         with self._lock:
             self._collect()
+            self._wait_mirror()
+
+    def _wait_mirror(self) -> None:
+        if self.mirror is None:
+            return
+        self.mirror.wait()
+        if self.mirror_strict:
+            new = self.mirror.take_new_errors()
+            if new:
+                raise CheckpointMirrorError(
+                    f"{len(new)} mirror cop{'y' if len(new) == 1 else 'ies'} failed: "
+                    + "; ".join(str(e) for e in new),
+                    filename=new[0].filename if len(new) == 1 else None,
+                    directory=self.mirror.directory,
+                )
 
     def _hash_pool(self) -> concurrent.futures.ThreadPoolExecutor:
         if self._hasher is None:
@@ -325,7 +368,9 @@ class CheckpointManager:
         logger.info(
             "saved %s (%.1f MB, %.2f s)", path, writer.size / 1e6, time.perf_counter() - started
         )
-        self._retain(name)
+        deleted = self._retain(name)
+        if self.mirror is not None:
+            self.mirror.submit(name, manifest, deleted)
         return path
 
     @staticmethod
@@ -335,9 +380,10 @@ class CheckpointManager:
         except (OSError, ValueError):
             return None
 
-    def _retain(self, just_saved: str) -> None:
+    def _retain(self, just_saved: str) -> list[str]:
+        """Apply the retention policy; returns the file names deleted."""
         if self.keep is None:
-            return
+            return []
         records = scan_directory(self.directory)
         own = [r for r in records if r.status == "committed" and r.run_id == self.run_id]
         keep = set(self.keep.keep(own)) | {just_saved}
@@ -347,6 +393,7 @@ class CheckpointManager:
         best = best_record(own, self.best_metric, self.best_mode)
         if best is not None:
             keep.add(best.filename)
+        deleted = []
         for rec in own:
             if rec.filename in keep:
                 continue
@@ -354,6 +401,7 @@ class CheckpointManager:
                 if rec.manifest_path is not None:
                     rec.manifest_path.unlink(missing_ok=True)  # uncommit first
                 rec.path.unlink(missing_ok=True)
+                deleted.append(rec.filename)
                 logger.info("retention: deleted %s", rec.path)
             except OSError as exc:
                 logger.warning("retention: could not delete %s: %s", rec.path, exc)
@@ -362,15 +410,36 @@ class CheckpointManager:
             logger.debug(
                 "retention: %d checkpoint(s) of other runs or without manifest left alone", others
             )
+        return deleted
 
     # ---------------------------------------------------------------- reading
     def list(self) -> list[CheckpointRecord]:
-        """All checkpoints of the folder sorted by step, from names and manifests only."""
+        """All checkpoints of the primary folder sorted by step, from names and manifests only.
+
+        Mirror-only checkpoints are not listed here (``mgr.mirror.list()`` lists the mirror).
+        """
         return scan_directory(self.directory)
 
+    def _candidates(
+        self, records: _Records
+    ) -> tuple[_Records, _Records, dict[str, CheckpointRecord]]:
+        """``(order, combined, backups)``: the resume order over the primary and the
+        mirror-only checkpoints, all those records, and the mirror copy of a primary file."""
+        combined: _Records = records
+        backups: dict[str, CheckpointRecord] = {}
+        if self.mirror is not None:
+            try:
+                combined, backups = pair_with_mirror(records, self.mirror.list())
+            except OSError as exc:  # an unreachable mirror never stops a restore
+                logger.warning("checkpoint mirror %s unreadable: %s", self.mirror.directory, exc)
+        return resume_order(combined, self.run_id), combined, backups
+
+    def _is_mirrored(self, rec: CheckpointRecord) -> bool:
+        return self.mirror is not None and rec.directory == self.mirror.directory
+
     def latest_step(self) -> int | None:
-        """The step ``restore()`` tries first, ``None`` when there is no valid checkpoint."""
-        order = resume_order(self.list(), self.run_id)
+        """The step ``restore()`` tries first (mirror-only checkpoints included), or ``None``."""
+        order = self._candidates(self.list())[0]
         return order[0].step if order else None
 
     def best_step(self, metric: str = "quality", mode: str = "max") -> int | None:
@@ -382,7 +451,7 @@ class CheckpointManager:
 
     def manifest(self, step: int) -> dict[str, Any]:
         """The manifest dict of the checkpoint at ``step`` (the one ``restore(step)`` loads)."""
-        for rec in resume_order(self.list(), self.run_id):
+        for rec in self._candidates(self.list())[0]:
             if rec.step == step and rec.manifest_path is not None:
                 return read_manifest(rec.manifest_path)
         raise CheckpointNotFoundError(
@@ -402,6 +471,11 @@ class CheckpointManager:
         Restoring the newest checkpoint of a run before any save adopts that run's id (unless
         ``run_id`` was given), so retention continues the same run.
 
+        With ``mirror_dir``: it first waits for the mirror copies; a checkpoint whose primary
+        copy is missing, invalid or fails to load is loaded from the mirror copy of the same
+        commit, and mirror-only checkpoints (primary deleted) are candidates like the others.
+        A mirror copy is always checked against its manifest's sha256 before loading.
+
         Args:
             step: A specific step (an error if it is missing or corrupt, nothing renamed).
             map_location: Passed to ``torch.load``.
@@ -416,8 +490,9 @@ class CheckpointManager:
         """
         with self._lock:
             self._collect()
-            records = self.list()
-            order = resume_order(records, self.run_id)
+            if self.mirror is not None:
+                self.mirror.wait()
+            order, records, backups = self._candidates(self.list())
             if step is not None:
                 order = [r for r in order if r.step == step]
                 if not order:
@@ -426,23 +501,36 @@ class CheckpointManager:
                         f"(found steps: {sorted({r.step for r in records if r.valid})[-10:]})"
                     )
                 rec = order[0]
-                state = self._load(rec, map_location, verify)
-                self._maybe_adopt(rec, records)
-                return rec.step, state
-            for rec in order:
                 try:
-                    state = self._load(rec, map_location, verify)
-                except CheckpointCorruptError as exc:
-                    logger.warning("%s; renamed to *.corrupt, trying the next checkpoint", exc)
-                    self._quarantine(rec)
-                    continue
-                except OSError as exc:
-                    logger.warning(
-                        "cannot read %s (%s); skipped, trying the next checkpoint", rec.path, exc
-                    )
-                    continue
+                    state = self._load(rec, map_location, verify or self._is_mirrored(rec))
+                except (CheckpointCorruptError, OSError) as exc:
+                    backup = backups.get(rec.filename)
+                    if backup is None:
+                        raise
+                    logger.warning("%s; loading the mirror copy %s", exc, backup.path)
+                    rec, state = backup, self._load(backup, map_location, True)
                 self._maybe_adopt(rec, records)
                 return rec.step, state
+            for first in order:
+                backup = backups.get(first.filename) if not self._is_mirrored(first) else None
+                for cand in (first, backup):
+                    if cand is None:
+                        continue
+                    try:
+                        state = self._load(cand, map_location, verify or self._is_mirrored(cand))
+                    except CheckpointCorruptError as exc:
+                        logger.warning("%s; renamed to *.corrupt, trying the next copy", exc)
+                        self._quarantine(cand)
+                        continue
+                    except OSError as exc:
+                        logger.warning(
+                            "cannot read %s (%s); skipped, trying the next copy", cand.path, exc
+                        )
+                        continue
+                    if self._is_mirrored(cand):
+                        logger.warning("restored step %d from the mirror: %s", cand.step, cand.path)
+                    self._maybe_adopt(cand, records)
+                    return cand.step, state
             raise CheckpointNotFoundError(f"no valid checkpoint to restore in {self.directory}")
 
     def _load(self, rec: CheckpointRecord, map_location: Any, verify: bool) -> dict[str, Any]:
@@ -502,7 +590,8 @@ class CheckpointManager:
 
     # -------------------------------------------------------------- lifecycle
     def close(self) -> None:
-        """Wait for an in-flight save (raising its error) and stop the background thread."""
+        """Wait for an in-flight save (raising its error) and for the mirror copies, and stop
+        the background threads. Mirror failures are logged (raised with ``mirror_strict``)."""
         with self._lock:
             if self._closed:
                 return
@@ -515,6 +604,17 @@ class CheckpointManager:
                         pool.shutdown(wait=True)
                 self._executor = self._hasher = None
                 self._snapshot_buffers.clear()
+                if self.mirror is not None:
+                    self.mirror.close()
+                    if self.mirror.errors:
+                        logger.error(
+                            "checkpoint mirror %s: %d failure(s) in this run (see mirror_errors);"
+                            " the primary checkpoints in %s are intact",
+                            self.mirror.directory,
+                            len(self.mirror.errors),
+                            self.directory,
+                        )
+            self._wait_mirror()
 
     def __enter__(self) -> CheckpointManager:
         return self
