@@ -39,7 +39,7 @@ def setups(draw):
     for t in warming:
         lo, hi = bounds[t]
         schedules[t] = WarmupSchedule(
-            start=lo + (hi - lo) * draw(unit),
+            start=min(hi, max(lo, lo + (hi - lo) * draw(unit))),
             length=draw(st.floats(1.0, 1e4)),
             begin=draw(st.floats(0.0, 100.0)),
             shape=draw(st.sampled_from(["linear", "cosine"])),
