@@ -13,6 +13,10 @@ free). The rows:
   fsync is printed for reference;
 - time the caller is blocked by an async ``save`` vs a sync ``save`` (target <= 0.15);
 - ``restore`` vs raw ``torch.load(weights_only=True)`` (target <= 1.10);
+- mirror: time the caller is blocked by a ``save`` with ``mirror_dir`` vs the same manager
+  without, sync and async (target <= 1.05); between saves the mirror copy finishes
+  (untimed, as during the training steps between two checkpoints); a third row saves
+  back to back while the previous copy still runs (no target: a worst case);
 - ``list()`` over 10,000 checkpoints (target < 1 s);
 - ``vsrkit checkpoints list DIR`` in a folder of 10,000, wall time with start-up (target < 0.5 s).
 """
@@ -142,12 +146,70 @@ def print_table(rows: list[Row]) -> None:
         )
 
 
+def mirror_rows(root: Path, state: dict[str, object], n: int, rows: list[Row]) -> None:
+    """Caller-blocked time of saves with a mirror vs without (same settings otherwise).
+
+    Each case is followed by an A/A row (two managers without a mirror, timed the same way):
+    its ratio shows how far from 1.00 noise alone moves a ratio on this machine.
+    """
+    step = iter(range(1, 10**6))
+    for async_save in (False, True):
+        kind = "async" if async_save else "sync"
+        for with_mirror in (True, False):
+            tag = f"{kind}-{with_mirror}"
+            plain = CheckpointManager(
+                root / f"plain-{tag}", run_id="p", keep=LatestN(2), async_save=async_save
+            )
+            mirrored = CheckpointManager(
+                root / f"mirrored-{tag}",
+                run_id="m",
+                keep=LatestN(2),
+                async_save=async_save,
+                mirror_dir=root / f"mirror-{tag}" if with_mirror else None,
+            )
+            ours: list[float] = []
+            base: list[float] = []
+            copies: list[float] = []
+            for i in range(n + 1):  # the first round allocates async buffers: dropped
+                pair = ((mirrored, ours), (plain, base))
+                for mgr, out in pair if i % 2 else pair[::-1]:  # alternate who goes first
+                    t = time.perf_counter()
+                    mgr.save(next(step), state)
+                    out.append(time.perf_counter() - t)
+                    t = time.perf_counter()
+                    mgr.wait()  # the steps between two checkpoints: the copy finishes here
+                    if mgr is mirrored and i:
+                        copies.append(time.perf_counter() - t)
+            ours.pop(0)
+            base.pop(0)
+            if not with_mirror:
+                rows.append(("  A/A: none vs none (noise)", ours, base, ""))
+            else:
+                rows.append((f"{kind} save blocked, mirror vs none", ours, base, "<= 1.05"))
+            if with_mirror and not async_save:
+                busy = [0.0] * n
+                for i in range(n):  # back to back: each save runs beside the previous copy
+                    t = time.perf_counter()
+                    mirrored.save(next(step), state)
+                    busy[i] = time.perf_counter() - t
+                mirrored.wait()
+                rows.append(("  same, copy of the previous running", busy, base, "(worst case)"))
+                print(
+                    f"mirror copy in the background (sync saves): median "
+                    f"{statistics.median(copies):.3f} s, best {min(copies):.3f} s"
+                )
+            for mgr in (plain, mirrored):
+                mgr.close()
+            assert not mirrored.mirror_errors, mirrored.mirror_errors
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mb", type=float, default=75.0)
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--n-list", type=int, default=10_000)
     ap.add_argument("--dir", type=Path, default=Path.cwd())
+    ap.add_argument("--mirror-only", action="store_true", help="Only the mirror rows.")
     args = ap.parse_args()
     torch.set_num_threads(1)
     root = Path(tempfile.mkdtemp(prefix="ckpt-bench-", dir=args.dir))
@@ -158,6 +220,10 @@ def main() -> None:
         sync = CheckpointManager(root / "mgr", run_id="sync", keep=LatestN(2))
         step = iter(range(1, 10**6))
         rows: list[Row] = []
+        if args.mirror_only:
+            mirror_rows(root, state, n, rows)
+            print_table(rows)
+            return
 
         raw = timed(lambda: torch.save(state, root / "raw.pth"), n)
         baseline = DurableBaseline(root / "baseline")
@@ -184,6 +250,8 @@ def main() -> None:
         first = blocked.pop(0)
         sync_again.pop(0)
         rows.append(("async save blocked vs sync save", blocked, sync_again, "<= 0.15"))
+
+        mirror_rows(root, state, n, rows)
 
         restored, loaded = paired(
             lambda: sync.restore(),

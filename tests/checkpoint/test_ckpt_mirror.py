@@ -379,6 +379,29 @@ def test_cli_verify_and_list_work_on_the_mirror_folder(tmp_path: Path) -> None:
     assert [r["step"] for r in json.loads(result.output)] == [100, 200]
 
 
+def test_cli_verify_mirror_reports_missing_copies_and_corrupt_ones(tmp_path: Path) -> None:
+    mirror = _saved(tmp_path, (100, 200, 300))
+    primary = tmp_path / "primary"
+    args = ["checkpoints", "verify", str(primary), "--mirror", str(mirror)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "NOT MIRRORED" not in result.output and "MIRROR ONLY" not in result.output
+    assert "mirror: 3 checkpoint(s), 0 corrupt" in result.output
+    (mirror / _pth(100)).unlink()  # a lost copy
+    (primary / _pth(300)).unlink()  # primary gone, the mirror still has it
+    (primary / "checkpoint_step_0000300.json").unlink()
+    data = bytearray((mirror / _pth(200)).read_bytes())
+    data[200] ^= 0x01
+    (mirror / _pth(200)).write_bytes(bytes(data))
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert f"NOT MIRRORED {_pth(100)}" in lines
+    assert f"MIRROR ONLY  {_pth(300)} (restore can use it)" in lines
+    assert f"CORRUPT      {_pth(200)}: sha256 differs from the manifest" in lines
+    assert "mirror: 2 checkpoint(s), 1 corrupt" in lines
+
+
 # ---------------------------------------------------------------- real kills
 def _child(primary: str, mirror: str, seed: int) -> None:
     torch.set_num_threads(1)

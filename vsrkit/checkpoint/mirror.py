@@ -256,6 +256,8 @@ class CheckpointMirror:
                 )
             fout.flush()
             os.fsync(fout.fileno())
+            if hasattr(os, "posix_fadvise"):  # a backup copy: keep it out of the page cache
+                os.posix_fadvise(fout.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
             mdst.unlink(missing_ok=True)  # uncommit an older copy of this name, then replace
         fsync_dir(self.directory)
         try:

@@ -10,7 +10,7 @@ import click
 from vsrkit.checkpoint.errors import CheckpointNotFoundError
 from vsrkit.checkpoint.maintenance import prune_checkpoints, verify_checkpoint
 from vsrkit.checkpoint.prompt import format_checkpoint_table
-from vsrkit.checkpoint.records import read_manifest, scan_directory
+from vsrkit.checkpoint.records import CheckpointRecord, read_manifest, scan_directory
 from vsrkit.cli._util import user_errors
 
 _DIR = click.Path(exists=True, file_okay=False, path_type=Path)
@@ -61,15 +61,49 @@ def show_cmd(directory: Path, step: int) -> None:
 
 @checkpoints.command("verify")
 @click.argument("directory", type=_DIR)
+@click.option(
+    "--mirror",
+    "mirror",
+    type=_DIR,
+    default=None,
+    help="Also verify this mirror folder and say which checkpoints it lacks.",
+)
 @user_errors
-def verify_cmd(directory: Path) -> None:
+def verify_cmd(directory: Path, mirror: Path | None) -> None:
     """Check every committed checkpoint's size and sha256 against its manifest.
 
     Exits with 1 when one is corrupt. Legacy files (no manifest) are only listed; files
-    without a manifest from an interrupted save are reported as uncommitted.
+    without a manifest from an interrupted save are reported as uncommitted. With
+    ``--mirror``, the mirror folder is checked the same way, then each committed primary
+    checkpoint without an identical committed copy in the mirror is listed as NOT MIRRORED
+    (a lagging or failed copy: a note, not an error) and each mirror-only one as MIRROR ONLY.
     """
-    bad = 0
     records = scan_directory(directory)
+    bad = _verify_folder(records)
+    click.echo(f"{len(records)} checkpoint(s), {bad} corrupt")
+    if mirror is not None:
+        click.echo(f"mirror {mirror}:")
+        copies = scan_directory(mirror)
+        mirror_bad = _verify_folder(copies)
+        ok = {r.filename: r for r in copies if r.status == "committed"}
+        for rec in records:
+            if rec.status != "committed":
+                continue
+            copy = ok.get(rec.filename)
+            if copy is None or (copy.run_id, copy.commit_time) != (rec.run_id, rec.commit_time):
+                click.echo(f"NOT MIRRORED {rec.filename}")
+        primary = {r.filename for r in records if r.valid}
+        for name in sorted(set(ok) - primary):
+            click.echo(f"MIRROR ONLY  {name} (restore can use it)")
+        click.echo(f"mirror: {len(copies)} checkpoint(s), {mirror_bad} corrupt")
+        bad += mirror_bad
+    if bad:
+        raise SystemExit(1)
+
+
+def _verify_folder(records: list[CheckpointRecord]) -> int:
+    """Print one line per record; returns how many are corrupt."""
+    bad = 0
     for rec in records:
         if rec.status == "legacy":
             click.echo(f"LEGACY       {rec.filename} (no manifest, not checked)")
@@ -89,9 +123,7 @@ def verify_cmd(directory: Path) -> None:
                 click.echo(
                     f"CORRUPT      {rec.filename}: {problem or 'manifest does not match the file'}"
                 )
-    click.echo(f"{len(records)} checkpoint(s), {bad} corrupt")
-    if bad:
-        raise SystemExit(1)
+    return bad
 
 
 def _has_sha256(manifest_path: Path) -> bool:
