@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-__all__ = ["EpochBatchSampler", "SeededSamples"]
+__all__ = ["CachedClips", "EpochBatchSampler", "SeededSamples"]
 
 
 def _mix(*parts: int) -> int:
@@ -52,6 +52,28 @@ class SeededSamples(Dataset):
         finally:
             random.setstate(py_state)
             np.random.set_state(np_state)
+
+
+class CachedClips(Dataset):
+    """Keeps each item of a deterministic dataset in memory after its first use.
+
+    For datasets whose item ``i`` never changes (the built-in synthetic clips): generating a
+    clip costs far more than a training step of a small model. Each DataLoader worker keeps
+    its own copy.
+    """
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+        self._items: dict[int, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        item = self._items.get(index)
+        if item is None:
+            item = self._items[index] = self.dataset[index]
+        return item
 
 
 class EpochBatchSampler(Sampler[list[tuple[int, int]]]):

@@ -46,7 +46,7 @@ from vsrkit.monitor.actions import ActionQueue
 from vsrkit.stats import DeferredStatsWriter, MetricsSnapshot, TensorBoardLogger
 from vsrkit.stats.fields import VALIDATION_FIELDS
 from vsrkit.train.config import TrainConfig
-from vsrkit.train.data import EpochBatchSampler, SeededSamples
+from vsrkit.train.data import CachedClips, EpochBatchSampler, SeededSamples
 from vsrkit.train.distributed import DistContext, init_distributed
 from vsrkit.train.resume import resolve_resume, resolve_run_dir
 from vsrkit.train.schedule import WarmupCosine
@@ -78,6 +78,7 @@ LOSS_FIELDS = {
     "perceptual": "perceptual_loss_value",
 }
 MAX_NONFINITE_STREAK = 5  # this many non-finite steps in a row end the run
+CACHE_LIMIT_BYTES = 2 << 30  # synthetic clips are kept in memory up to this size
 
 
 @dataclasses.dataclass
@@ -187,6 +188,11 @@ def train(cfg: TrainConfig, *, stream: TextIO | None = None) -> TrainResult:
         degradation=cfg.degradation,
         seed=cfg.seed,
     )
+
+    if cfg.data in (None, "synthetic"):  # fixed clips: generate each once, keep it
+        clip_bytes = 4 * 3 * cfg.num_frames * (lr_size**2 + cfg.crop_size**2)
+        if clip_bytes * (cfg.train_clips + cfg.val_clips) <= CACHE_LIMIT_BYTES:
+            train_set, val_set = CachedClips(train_set), CachedClips(val_set)
 
     # ---- model, loss, optimizer -------------------------------------------------------------
     net = build_model(
