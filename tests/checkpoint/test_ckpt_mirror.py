@@ -307,6 +307,28 @@ def test_failing_mirror_keeps_the_primary_and_reports(
     assert len(mgr.mirror_errors) == 1
 
 
+def test_no_thread_for_the_mirror_is_reported_not_raised_and_retried_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mgr = CheckpointManager(tmp_path / "p", mirror_dir=tmp_path / "m", keep=LatestN(1))
+    mgr.save(1, make_state(1))
+    mgr.wait()
+
+    def no_thread(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(mirror_mod.threading.Thread, "start", no_thread)
+    mgr.save(2, make_state(2))  # primary deletes step 1; the copy cannot even start
+    assert mgr.mirror is not None and mgr.mirror.wait(timeout=5)  # nothing left hanging
+    (err,) = mgr.mirror_errors
+    assert "can't start new thread" in str(err) and err.filename == _pth(2)
+    assert _committed(tmp_path / "m") == [_pth(1)]
+    monkeypatch.undo()
+    mgr.save(3, make_state(3))
+    mgr.close()
+    assert _committed(tmp_path / "m") == _committed(tmp_path / "p") == [_pth(3)]
+
+
 def test_too_little_free_space_in_the_mirror_is_an_error_before_writing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -93,7 +93,8 @@ class CheckpointMirror:
         self._queue: collections.deque[_Job] = collections.deque()
         self._busy = False
         self._thread: threading.Thread | None = None
-        self._to_delete: set[str] = set()
+        self._to_delete: set[str] = set()  # used by the copy thread only
+        self._carry: set[str] = set()  # deletions of jobs that never ran (under _cond)
         self._errors: list[CheckpointMirrorError] = []
         self._reported = 0
         self._cleaned = False
@@ -118,12 +119,22 @@ class CheckpointMirror:
                 self._queue.remove(old)
                 job.deleted |= old.deleted - {name}
                 logger.debug("mirror: queued copy of %s superseded", old.name)
+            job.deleted |= self._carry - {name}
+            self._carry.clear()
             self._queue.append(job)
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="vsrkit-ckpt-mirror", daemon=False
-                )
-                self._thread.start()
+            if self._thread is not None:
+                return
+            thread = threading.Thread(target=self._run, name="vsrkit-ckpt-mirror", daemon=False)
+            try:
+                thread.start()
+            except Exception as exc:  # e.g. "can't start new thread": never raised into save
+                self._queue.clear()
+                self._carry |= job.deleted
+                failed = exc
+            else:
+                self._thread = thread
+                return
+        self._fail(name, failed)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until every submitted copy is done (committed or failed).
