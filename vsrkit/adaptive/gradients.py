@@ -246,11 +246,5 @@ def log_gradient_norms(
     Modules without a finite norm are left out (never a 0 in their place). A disabled logger
     (``enabled=False``, other ranks) writes nothing.
     """
-    if not getattr(tensorboard, "enabled", True):
-        return
-    writer = getattr(tensorboard, "_writer", None)  # TensorBoardLogger has no generic scalar call
-    if writer is None:
-        return
-    for name, value in report.norms.items():
-        if value is not None:
-            writer.add_scalar(f"{prefix}/{name}", float(value), report.step)
+    norms = {name: value for name, value in report.norms.items() if value is not None}
+    tensorboard.log_scalars(norms, report.step, prefix=prefix)

@@ -190,6 +190,11 @@ class AdaptiveLossWeights:
         return self._terms
 
     @property
+    def bounds(self) -> dict[str, tuple[float, float]]:
+        """The ``(low, high)`` bounds of each term (a copy)."""
+        return dict(self._bounds)
+
+    @property
     def mode(self) -> str:
         return self._mode
 

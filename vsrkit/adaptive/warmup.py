@@ -122,17 +122,15 @@ class LossWarmup:
 
     The adaptive weights keep adapting as usual (call :meth:`update`, which feeds them);
     this object turns them into the *effective* weights of the current progress. A warming
-    term gets ``start + (target - start) * fraction`` (its ``start`` must lie inside its
-    bounds, so the value does too); the other terms share the rest in proportion to their
-    adaptive weights, clipped to their bounds. When the bounds of the others cannot take
-    the rest, the warming terms give way (the bounds and the sum win over the schedule; logged
-    once). After the warm-up the effective weights equal the adaptive ones.
+    term gets ``start + (target - start) * fraction`` (its ``start`` must lie inside the
+    bounds of ``weights``, so the value does too); the other terms share the rest in
+    proportion to their adaptive weights, clipped to their bounds. When the bounds of the
+    others cannot take the rest, the warming terms give way (the bounds and the sum win over
+    the schedule; logged once). After the warm-up the effective weights equal the adaptive ones.
 
     Args:
         weights: The adaptive weights this warm-up wraps (it calls only their public API).
         schedules: ``{term: WarmupSchedule or {"start", "length", "begin", "shape"}}``.
-        bounds: The same ``bounds`` given to ``weights`` (one ``(low, high)`` pair for all
-            terms or a mapping per term); the effective weights stay inside them.
 
     State: :meth:`state_dict` holds the wrapped weights' state too, so save this object
     instead of the adaptive weights. Not thread-safe.
@@ -152,7 +150,6 @@ class LossWarmup:
         weights: AdaptiveLossWeights,
         *,
         schedules: Mapping[str, WarmupSchedule | Mapping[str, Any]],
-        bounds: Mapping[str, tuple[float, float]] | tuple[float, float] = (0.0, 1.0),
     ) -> None:
         owner = "LossWarmup"
         if not isinstance(weights, AdaptiveLossWeights):
@@ -167,14 +164,7 @@ class LossWarmup:
                 f"{owner}: schedules name unknown term(s) {', '.join(unknown)} "
                 f"(terms: {', '.join(terms)})"
             )
-        self._bounds: dict[str, tuple[float, float]] = {}
-        for t in terms:
-            pair = bounds.get(t, (0.0, 1.0)) if isinstance(bounds, Mapping) else bounds
-            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-                raise AdaptiveError(f"{owner}: bounds for {t!r} must be (low, high), got {pair!r}")
-            lo = check_number(owner, f"bounds[{t!r}] low", pair[0], low=0, high=1)
-            hi = check_number(owner, f"bounds[{t!r}] high", pair[1], low=lo, high=1)
-            self._bounds[t] = (lo, hi)
+        self._bounds = weights.bounds  # the effective weights stay inside the same bounds
         self._schedules = {t: _schedule(t, schedules[t]) for t in terms if t in schedules}
         for t, s in self._schedules.items():
             lo, hi = self._bounds[t]
@@ -184,12 +174,6 @@ class LossWarmup:
                 )
         if len(self._schedules) == len(terms):
             raise AdaptiveError(f"{owner}: at least one term must not warm up (they share the sum)")
-        outside = [t for t, w in weights.weights.items() if not self._inside(t, w)]
-        if outside:
-            raise AdaptiveError(
-                f"{owner}: weights of {', '.join(outside)} are outside the given bounds; "
-                "pass the bounds the AdaptiveLossWeights was built with"
-            )
         self._last_progress: float | None = None
         self._gave_way = False
 

@@ -120,6 +120,13 @@ class TensorBoardLogger:
             raise TypeError(f"TensorBoard tag {tag!r}: expected a number, got {value!r}")
         self._writer.add_scalar(tag, float(value), step)
 
+    def log_scalars(self, values: Mapping[str, float], step: int, *, prefix: str) -> None:
+        """Any group of numbers as ``<prefix>/<name>`` scalars (e.g. ``Gradients/<module>``)."""
+        if self._writer is None:
+            return
+        for name, value in values.items():
+            self._scalar(f"{prefix}/{name}", value, step)
+
     def log_losses(self, losses: Mapping[str, float], step: int) -> None:
         """``Loss/<name>`` for each loss (e.g. ``{"l1": 0.0156, "total": 0.0234}``)."""
         if self._writer is None:
