@@ -199,3 +199,19 @@ def test_torchrun_two_processes_on_gloo_end_with_identical_weights(
     assert "world size 2" in log
     assert "weights identical on 2 ranks" in log
     assert (run / "checkpoints" / "checkpoint_step_0000010.json").is_file()
+
+
+def test_mirror_dir_gets_every_checkpoint_and_resume_uses_it(
+    tiny_config: Path, tmp_path: Path
+) -> None:
+    run, mirror = tmp_path / "run", tmp_path / "mirror"
+    first = run_train(tiny_config, run, "--steps", "20", "--mirror-dir", str(mirror))
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert {r.step for r in CheckpointManager(mirror).list()} == {10, 20}
+    for path in (run / "checkpoints").glob("checkpoint_step_*"):
+        path.unlink()  # the primary copies are gone
+    resumed = run_train(
+        tiny_config, run, "--steps", "30", "--resume", "latest", "--mirror-dir", str(mirror)
+    )
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resumed from step 20" in resumed.stdout

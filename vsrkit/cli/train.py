@@ -51,6 +51,11 @@ PRESET_NAMES = ("quick", "paper")
     help="Run folder (default: a new folder in the user data dir).",
 )
 @click.option(
+    "--mirror-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Second folder that gets a copy of every checkpoint (restore falls back to it).",
+)
+@click.option(
     "--resume",
     metavar="latest|best|STEP|PATH|ask",
     help="Continue from a checkpoint of --run-dir (PATH: a checkpoint file).",

@@ -82,6 +82,7 @@ class TrainConfig:
     compile: bool = False
     # outputs
     run_dir: str | None = None
+    mirror_dir: str | None = None  # a second folder that gets a copy of every checkpoint
     resume: str | None = None
     tensorboard: bool = True
     monitor: bool = True

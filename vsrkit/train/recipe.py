@@ -17,7 +17,6 @@ import dataclasses
 import logging
 import math
 import time
-import uuid
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -259,11 +258,12 @@ def train(cfg: TrainConfig, *, stream: TextIO | None = None) -> TrainResult:
         CheckpointManager(
             run_dir / "checkpoints",
             keep=AnyOf(LatestN(cfg.keep_last), BestN(1)),
-            run_id=uuid.uuid4().hex[:12],
+            mirror_dir=cfg.mirror_dir,
         )
         if ctx.is_main
         else None
     )
+
     cadence = {k: live[k] for k in ("log_every", "val_every", "ckpt_every")}
     lr_scale, best_quality, last_val, config_version = 1.0, None, None, 0
     pending_quality: dict[str, float] | None = None  # last validation, for the plateau tracker

@@ -91,7 +91,7 @@ def resolve_resume(
     if step is None:
         logger.warning("--resume latest: no checkpoint in %s yet, starting from scratch", run_dir)
         return None
-    reader = ckpts or CheckpointManager(run_dir / "checkpoints")
+    reader = ckpts or CheckpointManager(run_dir / "checkpoints", mirror_dir=cfg.mirror_dir)
     return reader.restore(step, map_location="cpu")
 
 
