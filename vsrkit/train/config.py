@@ -78,7 +78,7 @@ class TrainConfig:
     # hardware
     device: str = "auto"
     amp: str = "bf16"  # used on CUDA only: bf16 | fp16 (with GradScaler) | off
-    channels_last: bool = True  # CUDA only
+    channels_last: bool = True  # faster on CUDA and, for convolutions, on the CPU too
     compile: bool = False
     # outputs
     run_dir: str | None = None

@@ -197,7 +197,7 @@ def train(cfg: TrainConfig, *, stream: TextIO | None = None) -> TrainResult:
     net = build_model(
         cfg.model, num_feat=cfg.n_feats, num_blocks=cfg.n_blocks, spynet_weights=cfg.spynet_weights
     ).to(dev)
-    if cuda and cfg.channels_last:
+    if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
     activity = LayerActivityMonitor(net)
     model: torch.nn.Module = net
