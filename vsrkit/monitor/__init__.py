@@ -13,8 +13,9 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from vsrkit._lazy import lazy_names
 
 _LAZY: dict[str, str] = {
     "COMMANDS": "vsrkit.monitor.actions",
@@ -53,14 +54,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from vsrkit.monitor.terminal import TerminalView  # noqa: F401
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'vsrkit.monitor' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, __all__)

@@ -13,52 +13,53 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-# public name -> submodule of vsrkit.vsr that defines it
+from vsrkit._lazy import lazy_names
+
+# public name -> submodule of vsrkit.vsr that defines it (relative)
 _LAZY: dict[str, str] = {
     # model and flow
-    "PRESETS": "model",
-    "ModelPreset": "model",
-    "BidirectionalRecurrentVSR": "model",
-    "ResidualBlock": "model",
-    "bicubic_upsample": "model",
-    "build_model": "model",
-    "SpyNet": "flow",
-    "flow_warp": "flow",
-    "FlowWeightsError": "flow",
+    "PRESETS": ".model",
+    "ModelPreset": ".model",
+    "BidirectionalRecurrentVSR": ".model",
+    "ResidualBlock": ".model",
+    "bicubic_upsample": ".model",
+    "build_model": ".model",
+    "SpyNet": ".flow",
+    "flow_warp": ".flow",
+    "FlowWeightsError": ".flow",
     # losses
-    "LOSS_NAMES": "losses",
-    "VSRLoss": "losses",
-    "RandomFeatures": "losses",
-    "VGGFeatures": "losses",
-    "PerceptualWeightsError": "losses",
-    "charbonnier": "losses",
-    "multiscale_charbonnier": "losses",
-    "sobel_gradient_loss": "losses",
+    "LOSS_NAMES": ".losses",
+    "VSRLoss": ".losses",
+    "RandomFeatures": ".losses",
+    "VGGFeatures": ".losses",
+    "PerceptualWeightsError": ".losses",
+    "charbonnier": ".losses",
+    "multiscale_charbonnier": ".losses",
+    "sobel_gradient_loss": ".losses",
     # metrics
-    "QUALITY_FIELDS": "metrics",
-    "psnr": "metrics",
-    "ssim": "metrics",
-    "quality_metrics": "metrics",
+    "QUALITY_FIELDS": ".metrics",
+    "psnr": ".metrics",
+    "ssim": ".metrics",
+    "quality_metrics": ".metrics",
     # data
-    "DEGRADATIONS": "degradations",
-    "degrade": "degradations",
-    "quantize_8bit": "degradations",
-    "procedural_texture": "textures",
-    "SyntheticVideoDataset": "synthetic",
-    "REDSDataset": "folders",
-    "Vimeo90KDataset": "folders",
-    "DatasetLayoutError": "folders",
-    "REDS4_CLIPS": "folders",
-    "build_dataset": "folders",
+    "DEGRADATIONS": ".degradations",
+    "degrade": ".degradations",
+    "quantize_8bit": ".degradations",
+    "procedural_texture": ".textures",
+    "SyntheticVideoDataset": ".synthetic",
+    "REDSDataset": ".folders",
+    "Vimeo90KDataset": ".folders",
+    "DatasetLayoutError": ".folders",
+    "REDS4_CLIPS": ".folders",
+    "build_dataset": ".folders",
     # layer activity
-    "LayerActivityMonitor": "activity",
-    "LayerActivityReport": "activity",
-    "LayerActivity": "activity",
-    "PeakLayer": "activity",
-    "StreamAverage": "activity",
+    "LayerActivityMonitor": ".activity",
+    "LayerActivityReport": ".activity",
+    "LayerActivity": ".activity",
+    "PeakLayer": ".activity",
+    "StreamAverage": ".activity",
 }
 
 __all__ = sorted(_LAZY)
@@ -103,14 +104,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from vsrkit.vsr.textures import procedural_texture  # noqa: F401
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'vsrkit.vsr' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"vsrkit.vsr.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, __all__)
