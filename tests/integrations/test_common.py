@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from vsrkit.adaptive import AdaptiveLossWeights, LRBoostPolicy, PlateauTracker
 from vsrkit.adaptive.warmup import LossWarmup
 from vsrkit.config import ConfigChange, example_settings
+from vsrkit.errors import VsrkitError
 from vsrkit.integrations._common import (
     IntegrationError,
     LocalOps,
@@ -45,7 +46,7 @@ def test_accumulator_means_skip_non_finite_steps(rows):
 
 def test_accumulator_names_a_missing_term_and_makes_no_host_sync(monkeypatch):
     acc = LossAccumulator(("a", "b"))
-    with pytest.raises(IntegrationError, match="no loss for term"):
+    with pytest.raises(VsrkitError, match="no loss for term"):
         acc.add({"a": torch.tensor(1.0)}, torch.tensor(1.0))
 
     def boom(*a, **k):

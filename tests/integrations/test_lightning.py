@@ -18,6 +18,7 @@ from vsrkit.adaptive import AdaptiveLossWeights, LRBoostPolicy, PlateauTracker
 from vsrkit.adaptive.gradients import GradientMonitor
 from vsrkit.checkpoint import LatestN, read_manifest
 from vsrkit.config import example_settings, read_changes
+from vsrkit.errors import VsrkitError
 from vsrkit.integrations._common import IntegrationError
 from vsrkit.integrations.lightning import VsrkitCallback, VsrkitCheckpoint
 
@@ -222,7 +223,7 @@ def test_missing_loss_terms_are_named(tmp_path):
             return (self.net(x) - y).pow(2).mean()
 
     cb = VsrkitCallback(tmp_path, loss_weights=weights(), statistics=False)
-    with pytest.raises(IntegrationError, match="no loss for term"):
+    with pytest.raises(VsrkitError, match="no loss for term"):
         trainer(tmp_path, [cb], max_steps=2).fit(NoTerms(), loader())
 
 

@@ -14,7 +14,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from vsrkit.adaptive.lr import apply_lr, current_lrs
 from vsrkit.adaptive.plateau import RUNTIME_KEYS
 from vsrkit.errors import VsrkitError
+from vsrkit.stats.accumulator import LossAccumulator
 
 __all__ = [
     "DistOps",
@@ -106,73 +107,6 @@ class LocalOps:
 
     def barrier(self) -> None:
         return None
-
-
-class LossAccumulator:
-    """Loss terms summed on the device between two reads: no host sync per step.
-
-    A step whose total is not finite is left out of the sums and counted as skipped.
-    :meth:`read` turns the sums into floats with one ``tolist()`` (after ``mean`` over ranks).
-
-    Example:
-        >>> import torch
-        >>> acc = LossAccumulator(("l1",))
-        >>> acc.add({"l1": torch.tensor(0.5)}, torch.tensor(0.5))
-        >>> acc.add({"l1": torch.tensor(1.0)}, torch.tensor(float("nan")))
-        >>> acc.read()
-        {'l1': 0.5, 'total': 0.5, 'finite_steps': 1.0, 'skipped': 1.0}
-    """
-
-    def __init__(self, terms: Sequence[str]) -> None:
-        self.terms = tuple(terms)
-        self._sums: Any = None  # [terms..., total, finite steps]
-        self.steps = 0
-
-    def add(self, losses: Mapping[str, Any], total: Any) -> None:
-        """Add one step's loss tensors (``losses`` per term, ``total`` the weighted sum)."""
-        import torch
-
-        missing = [t for t in self.terms if t not in losses]
-        if missing:
-            raise IntegrationError(
-                f"the training step returned no loss for term(s) {', '.join(missing)} "
-                f"(got {', '.join(map(str, losses)) or 'none'})"
-            )
-        n = len(self.terms)
-        try:  # the usual case: 0-d tensors on one device
-            vec = torch.stack([*(losses[t] for t in self.terms), total]).detach().reshape(n + 1)
-        except (RuntimeError, TypeError, ValueError):
-            ref = torch.as_tensor(total)
-            vec = torch.stack(
-                [
-                    torch.as_tensor(v).detach().reshape(()).to(ref.device, torch.float32)
-                    for v in (*(losses[t] for t in self.terms), total)
-                ]
-            )
-        vec = vec.float()
-        ok = torch.isfinite(vec[n])
-        if self._sums is None or self._sums.device != vec.device:
-            self._sums = torch.zeros(n + 2, dtype=torch.float32, device=vec.device)
-        self._sums[: n + 1].add_(torch.where(ok, vec, 0.0))
-        self._sums[n + 1].add_(ok)
-        self.steps += 1
-
-    def read(self, mean: Callable[[Any], Any] | None = None) -> dict[str, float] | None:
-        """Means per term and ``total`` over the finite steps, plus ``finite_steps`` and
-        ``skipped`` (per rank, averaged over ranks); ``None`` when nothing was added."""
-        if self._sums is None:
-            return None
-        sums = self._sums
-        vec = (mean(sums) if mean is not None else sums).tolist()
-        steps = self.steps  # the same on every rank
-        self._sums = None
-        self.steps = 0
-        n = len(self.terms)
-        finite = vec[n + 1]
-        out = {t: (vec[i] / finite if finite else math.nan) for i, t in enumerate(self.terms)}
-        out["total"] = vec[n] / finite if finite else math.nan
-        out["finite_steps"], out["skipped"] = finite, steps - finite
-        return out
 
 
 def scale_lrs(optimizer: Any, new: Sequence[float], schedulers: Iterable[Any] = ()) -> list[float]:

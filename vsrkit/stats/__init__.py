@@ -3,6 +3,7 @@
 - :class:`MetricsSnapshot`: thread-safe latest value of every field, with its step.
 - :class:`DeferredStatsWriter`: one file per validation, written when its data is fresh.
 - :class:`TensorBoardLogger`: the seed trainer's TensorBoard categories.
+- :class:`LossAccumulator`: loss terms summed on the device, read once per log interval.
 - :func:`load_statistics`: read a run's files back (``vsrkit stats`` on the command line).
 
 Importing this package does not import torch, jsonschema or tensorboard.
@@ -10,6 +11,7 @@ Importing this package does not import torch, jsonschema or tensorboard.
 
 from __future__ import annotations
 
+from vsrkit.stats.accumulator import LossAccumulator
 from vsrkit.stats.analysis import (
     compare_statistics,
     load_statistics,
@@ -44,6 +46,7 @@ __all__ = [
     "VALIDATION_FIELDS",
     "DeferredStatsWriter",
     "FieldSpec",
+    "LossAccumulator",
     "Measurement",
     "MetricsSnapshot",
     "StatisticsError",
