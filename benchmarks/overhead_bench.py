@@ -31,10 +31,10 @@ import torch
 from vsrkit.adaptive import AdaptiveLossWeights, GradClipAdapter, LRBoostPolicy, PlateauTracker
 from vsrkit.config import RuntimeConfigManager
 from vsrkit.monitor.actions import ActionQueue
-from vsrkit.stats import DeferredStatsWriter, MetricsSnapshot, TensorBoardLogger
+from vsrkit.stats import DeferredStatsWriter, LossAccumulator, MetricsSnapshot, TensorBoardLogger
 from vsrkit.train import TrainConfig, train
 from vsrkit.train.distributed import DistContext
-from vsrkit.train.recipe import LOSS_FIELDS, TERMS, IntervalSums
+from vsrkit.train.recipe import LOSS_FIELDS, TERMS
 from vsrkit.vsr import LayerActivityMonitor, VSRLoss, build_model
 
 WEIGHTS = {"l1": 0.6, "ms": 0.2, "grad": 0.1, "perceptual": 0.1}
@@ -71,7 +71,7 @@ def make_step(
             opt.step()
             step += 1
             if step % log_every == 0:
-                float(total)
+                float(total.detach())
 
         return bare, None
 
@@ -112,7 +112,7 @@ def make_step(
     runtime = RuntimeConfigManager(run_dir, initial=initial)
     actions = ActionQueue()
     activity = LayerActivityMonitor(net)
-    interval = IntervalSums(torch.device("cpu"))
+    sums = LossAccumulator(TERMS)
 
     def full() -> None:
         nonlocal step
@@ -121,13 +121,11 @@ def make_step(
         opt.zero_grad(set_to_none=True)
         total.backward()
         norm = torch.nn.utils.clip_grad_norm_(params, clip.clip_value, foreach=True)
-        bad = ~(torch.isfinite(total) & torch.isfinite(norm))
-        opt.found_inf = bad.float()
+        opt.found_inf = sums.add(losses, total, grad_norm=norm).float()
         opt.step()
-        interval.add(losses, total, norm, bad)
         step += 1
         if step % log_every == 0:
-            m = interval.read(ctx)
+            m = sums.read(ctx.mean)
             event = tracker.update(step, m["total"])
             policy.on_event(event, step=step, lrs=[2e-4])
             weights.update(step, {t: m[t] for t in TERMS}, plateau=event)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,6 @@ from vsrkit.checkpoint import CheckpointManager
 from vsrkit.train.config import TrainConfig, TrainConfigError
 from vsrkit.train.data import EpochBatchSampler, SeededSamples
 from vsrkit.train.distributed import DistContext
-from vsrkit.train.recipe import IntervalSums
 from vsrkit.train.resume import ResumeError, resolve_resume, resolve_run_dir
 from vsrkit.train.schedule import WarmupCosine
 from vsrkit.train.telemetry import format_eta
@@ -157,30 +155,6 @@ def test_seeded_samples_are_reproducible_and_leave_the_caller_rng_alone() -> Non
     assert torch.equal(torch.get_rng_state(), before)
     assert torch.equal(a, ds[(1, 2)])
     assert not torch.equal(a, ds[(2, 2)])
-
-
-# ---------------------------------------------------------------- interval sums
-
-
-def test_interval_sums_skip_non_finite_steps_and_track_the_streak() -> None:
-    sums = IntervalSums(torch.device("cpu"))
-    ctx = DistContext()
-    finite = {
-        k: torch.tensor(v)
-        for k, v in {"l1": 1.0, "ms": 2.0, "grad": 3.0, "perceptual": 4.0}.items()
-    }
-    nan = {k: torch.tensor(math.nan) for k in finite}
-    sums.add(finite, torch.tensor(10.0), torch.tensor(0.5), torch.tensor(False))
-    for _ in range(3):
-        sums.add(nan, torch.tensor(math.nan), torch.tensor(math.nan), torch.tensor(True))
-    m = sums.read(ctx)
-    assert (m["l1"], m["total"], m["grad_norm"]) == (1.0, 10.0, 0.5)
-    assert (m["finite_steps"], m["skipped"], m["max_streak"]) == (1, 3, 3)
-    sums.add(nan, torch.tensor(math.nan), torch.tensor(math.nan), torch.tensor(True))
-    m = sums.read(ctx)  # the streak runs on across the interval boundary
-    assert m["max_streak"] == 4 and math.isnan(m["total"])
-    state = json.loads(json.dumps({"steps": sums.state_dict()["steps"]}))
-    assert state == {"steps": 0}
 
 
 def test_format_eta() -> None:

@@ -43,13 +43,13 @@ class DistContext:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
-    def mean_vector(self, values: torch.Tensor) -> list[float]:
-        """All-reduce a 1-D tensor to its mean over ranks and read it: the one host sync."""
-        if self.distributed:
-            values = values.clone()
-            dist.all_reduce(values, op=dist.ReduceOp.SUM)
-            values /= self.world_size
-        return values.tolist()
+    def mean(self, values: torch.Tensor) -> torch.Tensor:
+        """All-reduce a tensor to its mean over ranks (a copy; the input is left alone)."""
+        if not self.distributed:
+            return values
+        values = values.clone()
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+        return values / self.world_size
 
     def any(self, flag: bool) -> bool:
         """True on every rank if ``flag`` is true on any rank."""
@@ -67,6 +67,22 @@ class DistContext:
         ref = flat.clone()
         dist.broadcast(ref, src=0)
         return not self.any(not torch.equal(ref, flat))
+
+    def agreed_commands(self, actions: Any, step: int, every: int) -> list[str]:
+        """Commands queued by the monitor (an ``ActionQueue`` on rank 0), the same on every
+        rank: under DDP rank 0's list is broadcast at log intervals only."""
+        if not self.distributed:
+            return [a.command for a in actions.drain()] if actions is not None else []
+        if step % every:
+            return []
+        local = [a.command for a in actions.drain()] if actions is not None and self.is_main else []
+        return list(self.broadcast(local))
+
+    def agreed_stop(self, requested: bool, step: int, every: int) -> bool:
+        """A stop request, agreed by all ranks at log intervals (so they stop at one step)."""
+        if not self.distributed:
+            return requested
+        return self.any(requested) if step % every == 0 else False
 
     def barrier(self) -> None:
         if self.distributed:

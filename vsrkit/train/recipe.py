@@ -12,10 +12,8 @@ the fused AdamW kernel (its ``found_inf`` input), not by an ``if`` on the host.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any, TextIO
@@ -42,27 +40,21 @@ from vsrkit.checkpoint import (
 from vsrkit.config import RuntimeConfigManager
 from vsrkit.errors import VsrkitError
 from vsrkit.monitor.actions import ActionQueue
-from vsrkit.stats import DeferredStatsWriter, MetricsSnapshot, TensorBoardLogger
+from vsrkit.stats import DeferredStatsWriter, LossAccumulator, MetricsSnapshot, TensorBoardLogger
 from vsrkit.stats.fields import VALIDATION_FIELDS
 from vsrkit.train.config import TrainConfig
 from vsrkit.train.data import CachedClips, EpochBatchSampler, SeededSamples
-from vsrkit.train.distributed import DistContext, init_distributed
+from vsrkit.train.distributed import init_distributed
+from vsrkit.train.evaluation import activity_fields, validate
+from vsrkit.train.output import ProgressLine, setup_logging, start_monitor, summary
 from vsrkit.train.resume import resolve_resume, resolve_run_dir
 from vsrkit.train.schedule import WarmupCosine
-from vsrkit.train.telemetry import (
-    ProgressLine,
-    adam_momentum_avg,
-    format_eta,
-    rss_gib,
-    vram_gib,
-)
+from vsrkit.train.telemetry import adam_momentum_avg, format_eta, rss_gib, vram_gib
 from vsrkit.vsr import (
     LayerActivityMonitor,
     VSRLoss,
-    bicubic_upsample,
     build_dataset,
     build_model,
-    quality_metrics,
 )
 
 __all__ = ["TrainResult", "train"]
@@ -92,64 +84,6 @@ class TrainResult:
     exit_code: int = 0
 
 
-class IntervalSums:
-    """Sums of one log interval, kept on the device: one vector, one sync to read."""
-
-    # slots: 4 loss terms, total, grad norm, finite steps, skipped steps, current streak, max streak
-    SIZE = 10
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.sums = torch.zeros(self.SIZE, device=device)
-        self.steps = 0  # host-side count of steps in the interval
-        self.started = time.perf_counter()
-
-    def add(
-        self,
-        losses: dict[str, torch.Tensor],
-        total: torch.Tensor,
-        norm: torch.Tensor,
-        bad: torch.Tensor,
-    ) -> None:
-        values = torch.stack(
-            [
-                *(losses[k].detach().float() for k in TERMS),
-                total.detach().float(),
-                norm.detach().float(),
-            ]
-        )
-        ok = (~bad).float()
-        self.sums[:6] += torch.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0) * ok
-        self.sums[6] += ok
-        self.sums[7] += bad.float()
-        self.sums[8] = (self.sums[8] + bad.float()) * bad.float()
-        self.sums[9] = torch.maximum(self.sums[9], self.sums[8])
-        self.steps += 1
-
-    def read(self, ctx: DistContext) -> dict[str, float]:
-        """Means over finite steps (and ranks); resets the sums but keeps the streak."""
-        vec = ctx.mean_vector(self.sums)
-        finite = vec[6]
-        out = {k: (vec[i] / finite if finite else math.nan) for i, k in enumerate(TERMS)}
-        out["total"] = vec[4] / finite if finite else math.nan
-        out["grad_norm"] = vec[5] / finite if finite else math.nan
-        out.update(skipped=vec[7], max_streak=vec[9], finite_steps=finite)
-        streak = self.sums[8].clone()
-        self.sums.zero_()
-        self.sums[8] = streak
-        self.sums[9] = streak
-        self.steps = 0
-        self.started = time.perf_counter()
-        return out
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"sums": self.sums.detach().cpu(), "steps": self.steps}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.sums = state["sums"].to(self.device)
-        self.steps = int(state["steps"])
-
-
 def train(cfg: TrainConfig, *, stream: TextIO | None = None) -> TrainResult:
     """Train the reference VSR model as ``cfg`` says; returns how the run ended."""
     # ---- where we run ------------------------------------------------------------------------
@@ -158,7 +92,7 @@ def train(cfg: TrainConfig, *, stream: TextIO | None = None) -> TrainResult:
     cuda = dev.type == "cuda"
     run_dir = Path(ctx.broadcast(str(resolve_run_dir(cfg)) if ctx.is_main else None))
     progress = ProgressLine(cfg.steps, stream=stream)
-    log_handlers = _setup_logging(run_dir, ctx, progress)
+    log_handlers = setup_logging(run_dir, ctx, progress)
     torch.manual_seed(cfg.seed)
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp) if cuda else None
     if ctx.is_main:
@@ -167,27 +101,19 @@ def train(cfg: TrainConfig, *, stream: TextIO | None = None) -> TrainResult:
 
     # ---- data ---------------------------------------------------------------------------------
     lr_size = cfg.crop_size // cfg.scale
-    train_set = build_dataset(
-        cfg.data,
-        split="train",
-        num_frames=cfg.num_frames,
-        lr_size=lr_size,
-        num_clips=cfg.train_clips,
-        scale=cfg.scale,
-        degradation=cfg.degradation,
-        seed=cfg.seed,
+    train_set, val_set = (
+        build_dataset(
+            cfg.data,
+            split=split,
+            num_frames=cfg.num_frames,
+            lr_size=lr_size,
+            num_clips=clips,
+            scale=cfg.scale,
+            degradation=cfg.degradation,
+            seed=cfg.seed,
+        )
+        for split, clips in (("train", cfg.train_clips), ("val", cfg.val_clips))
     )
-    val_set = build_dataset(
-        cfg.data,
-        split="val",
-        num_frames=cfg.num_frames,
-        lr_size=lr_size,
-        num_clips=cfg.val_clips,
-        scale=cfg.scale,
-        degradation=cfg.degradation,
-        seed=cfg.seed,
-    )
-
     if cfg.data in (None, "synthetic"):  # fixed clips: generate each once, keep it
         clip_bytes = 4 * 3 * cfg.num_frames * (lr_size**2 + cfg.crop_size**2)
         if clip_bytes * (cfg.train_clips + cfg.val_clips) <= CACHE_LIMIT_BYTES:
@@ -270,7 +196,8 @@ def train(cfg: TrainConfig, *, stream: TextIO | None = None) -> TrainResult:
 
     # ---- resume -------------------------------------------------------------------------------
     step = 0
-    interval = IntervalSums(dev)
+    sums = LossAccumulator(TERMS)  # this log interval's losses, on the device
+    interval_started = time.perf_counter()
     resume = resolve_resume(cfg, ckpts, run_dir, ctx) if cfg.resume else None
     if resume is not None:
         step, state = resume
@@ -288,7 +215,7 @@ def train(cfg: TrainConfig, *, stream: TextIO | None = None) -> TrainResult:
             loop_state["config_version"],
             loop_state["pending_quality"],
         )
-        interval.load_state_dict(state["interval"])
+        sums.load_state_dict(state["interval"], device=dev)
         restore_rng_state(state["rng"])
         if ctx.is_main:
             progress.message(f"resumed from step {step}")
@@ -317,7 +244,7 @@ def train(cfg: TrainConfig, *, stream: TextIO | None = None) -> TrainResult:
     )
     batches = iter(loader)
     actions = ActionQueue() if ctx.is_main else None
-    monitor = _start_monitor(cfg, ctx, snapshot, runtime, actions, progress)
+    monitor = start_monitor(cfg, ctx, snapshot, runtime, actions, progress)
     view = None
     if actions is not None and cfg.terminal_view and progress.live:
         from vsrkit.monitor import TerminalView
@@ -332,7 +259,7 @@ def train(cfg: TrainConfig, *, stream: TextIO | None = None) -> TrainResult:
             "optimizer": optimizer.state_dict(),
             "scaler": scaler.state_dict(),
             "rng": capture_rng_state(),
-            "interval": interval.state_dict(),
+            "interval": sums.state_dict(),
             "components": {
                 "tracker": tracker.state_dict(),
                 "lr_policy": lr_policy.state_dict(),
@@ -420,19 +347,19 @@ def train(cfg: TrainConfig, *, stream: TextIO | None = None) -> TrainResult:
             scaler.scale(total).backward()
             scaler.unscale_(optimizer)
             norm = torch.nn.utils.clip_grad_norm_(net.parameters(), clip.clip_value, foreach=True)
-            bad = ~(torch.isfinite(total) & torch.isfinite(norm))
+            bad = sums.add(losses, total, grad_norm=norm)
             if not scaler.is_enabled():
                 optimizer.found_inf = bad.float()  # the fused kernel skips the update
             scaler.step(optimizer)
             scaler.update()
-            interval.add(losses, total, norm, bad)
             step += 1
             lr_now = _set_lr(optimizer, schedule, step, lr_scale, runtime.current, cfg.flow_lr_mult)
 
             # ---- every log interval: one sync, then the components decide -----------------
             if step % cadence["log_every"] == 0 or step == cfg.steps:
-                seconds, n_steps = time.perf_counter() - interval.started, max(1, interval.steps)
-                m = interval.read(ctx)
+                n_steps, seconds = sums.steps, time.perf_counter() - interval_started
+                m = sums.read(ctx.mean)
+                interval_started = time.perf_counter()
                 if m["max_streak"] >= MAX_NONFINITE_STREAK:
                     reason, exit_code = "nonfinite", 1
                     logger.error(
@@ -506,7 +433,7 @@ def train(cfg: TrainConfig, *, stream: TextIO | None = None) -> TrainResult:
                             (sampler.steps_per_epoch - in_epoch) / rate if rate else None
                         ),
                         "adam_momentum_avg": adam_momentum_avg(optimizer),
-                        **_activity_fields(activity.read(reset=True)),
+                        **activity_fields(activity.read(reset=True)),
                         "training_active": True,
                         "training_paused": paused,
                         "last_update_time": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -519,18 +446,18 @@ def train(cfg: TrainConfig, *, stream: TextIO | None = None) -> TrainResult:
             apply_changes(runtime.poll(step))
 
             # ---- monitor actions and stop signals (the same on every rank) ----------------
-            commands = _drain(actions, ctx, step, cadence["log_every"])
-            wants_stop = _stop_requested(stop, ctx, step, cadence["log_every"])
+            commands = ctx.agreed_commands(actions, step, cadence["log_every"])
+            wants_stop = ctx.agreed_stop(stop.requested, step, cadence["log_every"])
             if "pause" in commands and not wants_stop:
                 paused = True
                 snapshot.update(step, training_paused=True)
                 logger.info("paused at step %d", step)
                 while paused and not wants_stop:
                     time.sleep(0.2)
-                    more = _drain(actions, ctx, step, 1)
+                    more = ctx.agreed_commands(actions, step, 1)
                     commands += more
                     paused = not ({"resume", "stop"} & set(more))
-                    wants_stop = _stop_requested(stop, ctx, step, 1)
+                    wants_stop = ctx.agreed_stop(stop.requested, step, 1)
                 snapshot.update(step, training_paused=False)
                 logger.info("resumed at step %d", step)
             if "validate" in commands or step % cadence["val_every"] == 0:
@@ -571,52 +498,13 @@ def train(cfg: TrainConfig, *, stream: TextIO | None = None) -> TrainResult:
         view.stop()
         progress.view = None
     if ctx.is_main:
-        progress.message(_summary(run_dir, step, reason, best_quality, cfg.tensorboard))
+        progress.message(summary(run_dir, step, reason, best_quality, cfg.tensorboard))
     for h in log_handlers:
         logging.getLogger("vsrkit").removeHandler(h)
         h.close()
     logging.getLogger("vsrkit").propagate = True
     ctx.close()
     return TrainResult(run_dir, step, reason, best_quality, last_val, exit_code)
-
-
-def _activity_fields(report: Any) -> dict[str, Any]:
-    """The layer-activity fields: the per-layer map (percent of peak), the peak layer with its
-    raw mean |activation| (the monitor's 0-2 bar), and the stream averages."""
-    if report.peak is None:
-        return {}
-    return {
-        "layer_activity_map": report.as_stats_field(),
-        "layer_activity_peak": {"layer": report.peak.name, "value": report.peak.value},
-        "layer_activity_streams": {k: v.percent_of_peak for k, v in report.streams.items()},
-    }
-
-
-@torch.no_grad()
-def validate(
-    net: torch.nn.Module,
-    val_set: Any,
-    criterion: torch.nn.Module,
-    weights: AdaptiveLossWeights,
-    dev: torch.device,
-    amp_dtype: torch.dtype | None,
-) -> dict[str, float]:
-    """Quality of ``net`` on every validation clip (full frames), averaged over clips."""
-    net.eval()
-    totals: dict[str, float] = {}
-    for i in range(len(val_set)):
-        lrs, gts = (t.unsqueeze(0).to(dev) for t in val_set[i])
-        with torch.autocast(
-            dev.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
-        ):
-            sr = net(lrs)
-        sr = sr.float().clamp(0, 1)
-        q = quality_metrics(sr, bicubic_upsample(lrs).clamp(0, 1), gts)
-        q["validation_loss_value"] = float(weights.combine(criterion(sr, gts)))
-        for k, v in q.items():
-            totals[k] = totals.get(k, 0.0) + v
-    net.train()
-    return {k: v / len(val_set) for k, v in totals.items()}
 
 
 def _set_lr(
@@ -658,94 +546,3 @@ def _apply_change(
         weights.set_weights({t: live[f"{t}_weight"] for t in TERMS}, step=step)
     elif key in cadence:
         cadence[key] = int(value)
-
-
-def _drain(actions: ActionQueue | None, ctx: DistContext, step: int, every: int) -> list[str]:
-    """Commands queued by the monitor; under DDP rank 0's list is broadcast at log intervals."""
-    if not ctx.distributed:
-        return [a.command for a in actions.drain()] if actions is not None else []
-    if step % every:
-        return []
-    local = [a.command for a in actions.drain()] if actions is not None and ctx.is_main else []
-    return list(ctx.broadcast(local))
-
-
-def _stop_requested(stop: StopSignal, ctx: DistContext, step: int, every: int) -> bool:
-    """A stop signal, agreed by all ranks at log intervals (so they stop at the same step)."""
-    if not ctx.distributed:
-        return stop.requested
-    return ctx.any(stop.requested) if step % every == 0 else False
-
-
-def _start_monitor(
-    cfg: TrainConfig,
-    ctx: DistContext,
-    snapshot: MetricsSnapshot,
-    runtime: RuntimeConfigManager,
-    actions: ActionQueue,
-    progress: ProgressLine,
-) -> Any:
-    """Start the web monitor on rank 0; a busy port costs a warning, never the run."""
-    if not (cfg.monitor and ctx.is_main):
-        return None
-    from vsrkit.monitor import MonitorServer
-
-    try:
-        server = MonitorServer(
-            snapshot=snapshot,
-            actions=actions,
-            config=runtime,
-            host=cfg.monitor_host,
-            port=cfg.monitor_port,
-            allow_remote=cfg.allow_remote_monitor,
-        )
-        server.start()
-    except (OSError, VsrkitError) as exc:
-        logger.warning(
-            "monitor not started on port %d: %s (use --monitor-port or --no-monitor)",
-            cfg.monitor_port,
-            exc,
-        )
-        return None
-    return server
-
-
-def _setup_logging(
-    run_dir: Path, ctx: DistContext, progress: ProgressLine
-) -> list[logging.Handler]:
-    """``training.log`` in the run folder and readable lines on the console (rank 0 only)."""
-    if not ctx.is_main:
-        return []
-    root = logging.getLogger("vsrkit")
-    root.setLevel(logging.INFO)
-    root.propagate = False  # these handlers show vsrkit's lines; no second copy via the root
-    file_handler = logging.FileHandler(run_dir / "training.log", encoding="utf-8")
-    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    console = _ProgressHandler(progress)
-    console.setFormatter(logging.Formatter("%(message)s"))
-    root.addHandler(file_handler)
-    root.addHandler(console)
-    return [file_handler, console]
-
-
-class _ProgressHandler(logging.Handler):
-    def __init__(self, progress: ProgressLine) -> None:
-        super().__init__(logging.INFO)
-        self.progress = progress
-
-    def emit(self, record: logging.LogRecord) -> None:
-        with contextlib.suppress(Exception):
-            self.progress.message(self.format(record))
-
-
-def _summary(run_dir: Path, step: int, reason: str, best: float | None, tensorboard: bool) -> str:
-    lines = [
-        f"{reason} at step {step}. Run folder: {run_dir}",
-        f"  checkpoints:  vsrkit checkpoints list {run_dir / 'checkpoints'}",
-        f"  statistics:   vsrkit stats list {run_dir}",
-    ]
-    if best is not None:
-        lines.insert(1, f"  best SSIM:    {best:.4f}")
-    if tensorboard:
-        lines.append(f"  TensorBoard:  tensorboard --logdir {run_dir / 'tensorboard'}")
-    return "\n".join(lines)

@@ -1,0 +1,145 @@
+"""What a run shows a person: the progress line, the log file, the monitor, the summary."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from vsrkit.config import RuntimeConfigManager
+from vsrkit.errors import VsrkitError
+from vsrkit.monitor.actions import ActionQueue
+from vsrkit.stats import MetricsSnapshot
+from vsrkit.train.config import TrainConfig
+from vsrkit.train.distributed import DistContext
+
+__all__ = ["ProgressLine", "setup_logging", "start_monitor", "summary"]
+
+logger = logging.getLogger("vsrkit.train")
+
+
+class ProgressLine:
+    """A live progress line on a terminal, plain log lines otherwise.
+
+    Example:
+        >>> import io
+        >>> p = ProgressLine(total=100, stream=io.StringIO())
+        >>> p.update(step=10, loss=0.5, lr=1e-4, its=3.2, eta="00:00:28")
+    """
+
+    def __init__(self, total: int, *, stream: TextIO | None = None) -> None:
+        self.total = total
+        self.stream = stream if stream is not None else sys.stdout
+        self.live = self.stream.isatty() and os.environ.get("TERM") != "dumb"
+        self._last_plain = 0.0
+        self.view: Any = None  # a TerminalView that draws the progress instead
+
+    def attach(self, view: Any) -> None:
+        """Let a terminal panel (anything with ``message(text)``) show progress and messages."""
+        self.view = view
+
+    def update(self, *, step: int, loss: float, lr: float, its: float, eta: str | None) -> None:
+        """Show the state at ``step`` (called once per log interval)."""
+        if self.view is not None:
+            return
+        width = len(str(self.total))
+        line = (
+            f"step {step:>{width}}/{self.total}  loss {loss:.5f}  lr {lr:.2e}  "
+            f"{its:.2f} it/s  ETA {eta or '--:--:--'}"
+        )
+        if self.live:
+            self.stream.write("\r\033[K" + line)
+            self.stream.flush()
+        elif time.monotonic() - self._last_plain >= 5.0 or step >= self.total:
+            self._last_plain = time.monotonic()
+            self.stream.write(line + "\n")
+            self.stream.flush()
+
+    def message(self, text: str) -> None:
+        """Print a line without breaking the live progress line."""
+        if self.view is not None:
+            self.view.message(text)
+            return
+        self.stream.write(("\r\033[K" if self.live else "") + text + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.live and self.view is None:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def start_monitor(
+    cfg: TrainConfig,
+    ctx: DistContext,
+    snapshot: MetricsSnapshot,
+    runtime: RuntimeConfigManager,
+    actions: ActionQueue,
+    progress: ProgressLine,
+) -> Any:
+    """Start the web monitor on rank 0; a busy port costs a warning, never the run."""
+    if not (cfg.monitor and ctx.is_main):
+        return None
+    from vsrkit.monitor import MonitorServer
+
+    try:
+        server = MonitorServer(
+            snapshot=snapshot,
+            actions=actions,
+            config=runtime,
+            host=cfg.monitor_host,
+            port=cfg.monitor_port,
+            allow_remote=cfg.allow_remote_monitor,
+        )
+        server.start()
+    except (OSError, VsrkitError) as exc:
+        logger.warning(
+            "monitor not started on port %d: %s (use --monitor-port or --no-monitor)",
+            cfg.monitor_port,
+            exc,
+        )
+        return None
+    return server
+
+
+def setup_logging(run_dir: Path, ctx: DistContext, progress: ProgressLine) -> list[logging.Handler]:
+    """``training.log`` in the run folder and readable lines on the console (rank 0 only)."""
+    if not ctx.is_main:
+        return []
+    root = logging.getLogger("vsrkit")
+    root.setLevel(logging.INFO)
+    root.propagate = False  # these handlers show vsrkit's lines; no second copy via the root
+    file_handler = logging.FileHandler(run_dir / "training.log", encoding="utf-8")
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    console = _ProgressHandler(progress)
+    console.setFormatter(logging.Formatter("%(message)s"))
+    root.addHandler(file_handler)
+    root.addHandler(console)
+    return [file_handler, console]
+
+
+class _ProgressHandler(logging.Handler):
+    def __init__(self, progress: ProgressLine) -> None:
+        super().__init__(logging.INFO)
+        self.progress = progress
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):
+            self.progress.message(self.format(record))
+
+
+def summary(run_dir: Path, step: int, reason: str, best: float | None, tensorboard: bool) -> str:
+    lines = [
+        f"{reason} at step {step}. Run folder: {run_dir}",
+        f"  checkpoints:  vsrkit checkpoints list {run_dir / 'checkpoints'}",
+        f"  statistics:   vsrkit stats list {run_dir}",
+    ]
+    if best is not None:
+        lines.insert(1, f"  best SSIM:    {best:.4f}")
+    if tensorboard:
+        lines.append(f"  TensorBoard:  tensorboard --logdir {run_dir / 'tensorboard'}")
+    return "\n".join(lines)
