@@ -65,7 +65,9 @@ PRESET_NAMES = ("quick", "paper")
 )
 @click.option("--amp", type=click.Choice(("bf16", "fp16", "off")), help="Mixed precision on CUDA.")
 @click.option("--compile/--no-compile", default=None, help="torch.compile the model.")
-@click.option("--channels-last/--no-channels-last", default=None, help="channels_last memory format.")
+@click.option(
+    "--channels-last/--no-channels-last", default=None, help="channels_last memory format."
+)
 @click.option("--tensorboard/--no-tensorboard", default=None, help="Write TensorBoard events.")
 @click.option("--monitor/--no-monitor", default=None, help="Serve the live web monitor.")
 @click.option(
