@@ -314,3 +314,18 @@ def test_written_files_load_back_without_warnings(tmp_path: Path, caplog) -> Non
     caplog.set_level(logging.WARNING)
     assert [r["step_current"] for r in load_statistics(tmp_path)] == [500, 1000]
     assert caplog.messages == []
+
+
+def test_closing_at_the_validation_step_is_reported_calmly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    snap = MetricsSnapshot()
+    writer = DeferredStatsWriter(tmp_path, snapshot=snap, training_fields=["l1_loss_value"])
+    writer.observe(10, {"l1_loss_value": 0.5})
+    writer.request(10, {"quality_ki_value": 0.6})
+    with caplog.at_level(logging.INFO, logger="vsrkit.stats"):
+        writer.close()
+    doc = json.loads((tmp_path / "Statistik_10.json").read_text())
+    assert doc["complete"] is False and doc["stale_fields"] == ["l1_loss_value"]
+    (record,) = [r for r in caplog.records if "is incomplete" in r.getMessage()]
+    assert record.levelno == logging.INFO and "(the run ended there)" in record.getMessage()

@@ -140,6 +140,7 @@ class DeferredStatsWriter:
         self._pending: dict[int, _Pending] = {}
         self._last_step = 0
         self._closed = False
+        self._closing = False
         if enabled:
             self.run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -245,6 +246,7 @@ class DeferredStatsWriter:
 
     def close(self) -> list[Path]:
         """Flush what is pending and refuse new requests (call it on SIGTERM too)."""
+        self._closing = True
         written = self.flush()
         self._closed = True
         return written
@@ -392,10 +394,14 @@ class DeferredStatsWriter:
             return None
         logger.info("Statistics saved: %s", path.name)
         if doc["stale_fields"]:
-            logger.warning(
-                "%s is incomplete: %s not measured after step %d",
+            # closing right after a validation (the last step) is expected, not a problem
+            ended = self._closing and p.step >= self._last_step
+            logger.log(
+                logging.INFO if ended else logging.WARNING,
+                "%s is incomplete: %s not measured after step %d%s",
                 path.name,
                 ", ".join(doc["stale_fields"]),
                 p.step,
+                " (the run ended there)" if ended else "",
             )
         return path
