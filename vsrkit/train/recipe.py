@@ -312,8 +312,7 @@ def train(cfg: TrainConfig, *, stream: TextIO | None = None) -> TrainResult:
             except VsrkitError as exc:  # valid for the schema, refused by a component
                 logger.warning("Config Update %s not applied: %s", change.key, exc)
                 continue
-            config_version += 1
-            logger.info("Config Update: %s %s -> %s", change.key, change.old, change.new)
+            config_version += 1  # the manager has logged "Config Update: key old -> new"
             tb.log_config_change(change.key, change.old, change.new, step)
         if changes:
             lr_now = _set_lr(optimizer, schedule, step, lr_scale, runtime.current, cfg.flow_lr_mult)
