@@ -17,9 +17,7 @@ import hmac
 import ipaddress
 import json
 import logging
-import os
 import secrets
-import sys
 import threading
 import time
 from collections import deque
@@ -27,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from http.server import ThreadingHTTPServer
 from typing import Any
 
+from vsrkit._system import process_rss_gib
 from vsrkit.errors import VsrkitError
 from vsrkit.monitor._http import MonitorHandler
 from vsrkit.monitor._page import Page
@@ -53,23 +52,6 @@ class MonitorPortError(MonitorServerError, OSError):
 
     Also an :class:`OSError`, so ``except OSError`` around :meth:`MonitorServer.start` works.
     """
-
-
-def process_rss_gb() -> float | None:
-    """Resident memory of this process in GiB (Linux ``/proc``; peak RSS elsewhere), or None."""
-    try:
-        with open("/proc/self/statm", encoding="ascii") as fh:
-            pages = int(fh.read().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE") / 2**30
-    except (OSError, ValueError, IndexError, AttributeError):
-        pass
-    try:
-        import resource
-
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, B on macOS
-        return peak / (2**30 if sys.platform == "darwin" else 2**20)
-    except (ImportError, OSError):
-        return None
 
 
 def _is_loopback(host: str) -> bool:
@@ -303,7 +285,7 @@ class MonitorServer:
         }
         # the card shows GPU memory, or this process's RSS where there is none (CPU runs)
         if doc.get("rss_gb") is None:  # the loop's figure, else this process's
-            doc["rss_gb"] = None if self.read_only else process_rss_gb()
+            doc["rss_gb"] = None if self.read_only else process_rss_gib()
         doc["config_enabled"] = self.config is not None and not self.read_only
         doc["config_changes"] = config_view(self.config, changes_limit=20)["changes"]
         if self._extra is not None:

@@ -21,6 +21,7 @@ from typing import Any, TextIO
 import torch
 from torch.utils.data import DataLoader
 
+from vsrkit._system import process_rss_gib
 from vsrkit.adaptive import (
     AdaptiveLossWeights,
     GradClipAdapter,
@@ -49,7 +50,7 @@ from vsrkit.train.evaluation import activity_fields, validate
 from vsrkit.train.output import ProgressLine, setup_logging, start_monitor, summary
 from vsrkit.train.resume import resolve_resume, resolve_run_dir
 from vsrkit.train.schedule import WarmupCosine
-from vsrkit.train.telemetry import adam_momentum_avg, format_eta, rss_gib, vram_gib
+from vsrkit.train.telemetry import adam_momentum_avg, format_eta, vram_gib
 from vsrkit.vsr import (
     LayerActivityMonitor,
     VSRLoss,
@@ -428,7 +429,7 @@ def train(cfg: TrainConfig, *, stream: TextIO | None = None) -> TrainResult:
                         "gradient_clip_val": clip.clip_value,
                         "iteration_duration": seconds / n_steps,
                         "vram_usage_gb": vram_gib(dev),
-                        "process_rss_gb": rss_gib(),
+                        "process_rss_gb": process_rss_gib(),
                         "eta_total_formatted": eta,
                         "eta_epoch_formatted": format_eta(
                             (sampler.steps_per_epoch - in_epoch) / rate if rate else None

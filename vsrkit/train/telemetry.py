@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import resource
-import sys
-
 import torch
 
-__all__ = ["adam_momentum_avg", "format_eta", "rss_gib", "vram_gib"]
+__all__ = ["adam_momentum_avg", "format_eta", "vram_gib"]
 
 
 def format_eta(seconds: float | None) -> str | None:
@@ -26,17 +22,6 @@ def vram_gib(device: torch.device) -> float | None:
     peak = torch.cuda.max_memory_allocated(device) / 2**30
     torch.cuda.reset_peak_memory_stats(device)
     return peak
-
-
-def rss_gib() -> float | None:
-    """Resident memory of this process in GiB (Linux), else its peak RSS; None if unknown."""
-    try:
-        with open("/proc/self/statm", encoding="ascii") as fh:
-            pages = int(fh.read().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE") / 2**30
-    except (OSError, ValueError, IndexError):
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak / 2**30 if sys.platform == "darwin" else peak / 2**20
 
 
 @torch.no_grad()

@@ -1,0 +1,30 @@
+"""Facts about this process that several parts report (the monitor card, the training loop)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+__all__ = ["process_rss_gib"]
+
+
+def process_rss_gib() -> float | None:
+    """Resident memory of this process in GiB (Linux ``/proc``; peak RSS elsewhere), or None.
+
+    Example:
+        >>> process_rss_gib() > 0
+        True
+    """
+    try:
+        with open("/proc/self/statm", encoding="ascii") as fh:
+            pages = int(fh.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**30
+    except (OSError, ValueError, IndexError, AttributeError):
+        pass
+    try:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, B on macOS
+        return peak / (2**30 if sys.platform == "darwin" else 2**20)
+    except (ImportError, OSError):
+        return None
