@@ -27,12 +27,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from vsrkit._atomic import TEMP_PREFIX, atomic_open, atomic_write_json
+from vsrkit._atomic import atomic_open, atomic_write_json
 from vsrkit._version import __version__
 from vsrkit.checkpoint._io import (
     HashingWriter,
     check_metrics,
     iter_tensors,
+    remove_stale_temp_files,
     sha256_file,
     storage_range,
     walk_tensors,
@@ -156,17 +157,6 @@ class CheckpointManager:
         """Every failed mirror copy so far (empty without a mirror); the primary is intact."""
         return self.mirror.errors if self.mirror is not None else []
 
-    def _remove_stale_temp_files(self) -> None:
-        """Delete temp files of saves killed mid-write; run at the first save, never by a
-        manager that only reads (another process may be writing the folder)."""
-        for entry in os.scandir(self.directory):
-            if entry.name.startswith(TEMP_PREFIX + "checkpoint_") and entry.is_file():
-                try:
-                    os.unlink(entry.path)
-                    logger.info("removed %s, left by an interrupted save", entry.path)
-                except OSError as exc:
-                    logger.warning("could not remove %s: %s", entry.path, exc)
-
     # ----------------------------------------------------------------- saving
     def save(
         self,
@@ -205,7 +195,8 @@ class CheckpointManager:
             self._collect()
             self._check_free_space(state, name)
             if not self._saved_any:
-                self._remove_stale_temp_files()
+                # a manager that only reads never deletes (another process may be writing)
+                remove_stale_temp_files(self.directory, left_by="save")
             self._saved_any = True
             if not self.async_save:
                 return self._write(step, tag, name, state, clean_metrics, rc, False)

@@ -24,7 +24,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from vsrkit._atomic import TEMP_PREFIX, atomic_open, atomic_write_json, fsync_dir
+from vsrkit._atomic import atomic_open, atomic_write_json, fsync_dir
+from vsrkit.checkpoint._io import remove_stale_temp_files
 from vsrkit.checkpoint.errors import CheckpointMirrorError
 from vsrkit.checkpoint.names import manifest_name
 from vsrkit.checkpoint.records import CheckpointRecord, read_manifest, scan_directory
@@ -218,15 +219,6 @@ class CheckpointMirror:
         with self._cond:
             self._errors.append(err)
 
-    def _remove_stale_temp_files(self) -> None:
-        for entry in os.scandir(self.directory):
-            if entry.name.startswith(TEMP_PREFIX + "checkpoint_") and entry.is_file():
-                try:
-                    os.unlink(entry.path)
-                    logger.info("mirror: removed %s, left by an interrupted copy", entry.path)
-                except OSError as exc:
-                    logger.warning("mirror: could not remove %s: %s", entry.path, exc)
-
     def _copy(self, job: _Job) -> None:
         src = self.source / job.name
         dst = self.directory / job.name
@@ -234,7 +226,7 @@ class CheckpointMirror:
         size, expected = job.manifest["size_bytes"], job.manifest.get("sha256")
         self.directory.mkdir(parents=True, exist_ok=True)
         if not self._cleaned:
-            self._remove_stale_temp_files()
+            remove_stale_temp_files(self.directory, left_by="mirror copy")
             self._cleaned = True
         free = shutil.disk_usage(self.directory).free
         if free < size + self.min_free_bytes:
