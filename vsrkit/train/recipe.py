@@ -302,21 +302,21 @@ def train(cfg: TrainConfig, *, stream: TextIO | None = None) -> TrainResult:
             checkpoint("best", {"quality": best_quality, "loss": results["validation_loss_value"]})
 
     def apply_changes(changes: list[Any]) -> None:
-        nonlocal config_version, lr_now
+        nonlocal config_version, lr_now, live
+        if changes:
+            live = runtime.current  # the settings in effect change only here
         for change in changes:
             if not change.accepted:
                 continue
             try:
-                _apply_change(
-                    change.key, runtime.current, tracker, lr_policy, weights, clip, cadence, step
-                )
+                _apply_change(change.key, live, tracker, lr_policy, weights, clip, cadence, step)
             except VsrkitError as exc:  # valid for the schema, refused by a component
                 logger.warning("Config Update %s not applied: %s", change.key, exc)
                 continue
             config_version += 1  # the manager has logged "Config Update: key old -> new"
             tb.log_config_change(change.key, change.old, change.new, step)
         if changes:
-            lr_now = _set_lr(optimizer, schedule, step, lr_scale, runtime.current, cfg.flow_lr_mult)
+            lr_now = _set_lr(optimizer, schedule, step, lr_scale, live, cfg.flow_lr_mult)
 
     reason, exit_code, paused = "finished", 0, False
     started, start_step = time.perf_counter(), step
@@ -328,7 +328,7 @@ def train(cfg: TrainConfig, *, stream: TextIO | None = None) -> TrainResult:
         step_max=cfg.steps,
         epoch_step_total=sampler.steps_per_epoch,
     )
-    lr_now = _set_lr(optimizer, schedule, step, lr_scale, runtime.current, cfg.flow_lr_mult)
+    lr_now = _set_lr(optimizer, schedule, step, lr_scale, live, cfg.flow_lr_mult)
     if resume is not None:  # after the optimizer: settings come from the checkpoint's snapshot
         apply_changes(runtime.restore_snapshot(step, step=step))
 
@@ -355,7 +355,7 @@ def train(cfg: TrainConfig, *, stream: TextIO | None = None) -> TrainResult:
             scaler.step(optimizer)
             scaler.update()
             step += 1
-            lr_now = _set_lr(optimizer, schedule, step, lr_scale, runtime.current, cfg.flow_lr_mult)
+            lr_now = _set_lr(optimizer, schedule, step, lr_scale, live, cfg.flow_lr_mult)
 
             # ---- every log interval: one sync, then the components decide -----------------
             if step % cadence["log_every"] == 0 or step == cfg.steps:
@@ -393,7 +393,7 @@ def train(cfg: TrainConfig, *, stream: TextIO | None = None) -> TrainResult:
                                     schedule,
                                     step,
                                     lr_scale,
-                                    runtime.current,
+                                    live,
                                     cfg.flow_lr_mult,
                                 ),
                             )
