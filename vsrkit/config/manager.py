@@ -391,7 +391,7 @@ class RuntimeConfigManager:
         except FileNotFoundError:
             logger.warning("no config snapshot %s; using the live %s", path, CONFIG_FILE)
             return []
-        except (ValueError, OSError) as exc:
+        except (ValueError, OSError, RuntimeConfigError) as exc:  # NaN/Infinity: RuntimeConfigError
             logger.warning("config snapshot %s is unusable (%s); using the live file", path, exc)
             return [self._doc_change("snapshot", f"{path.name}: {exc}", step)]
         errors = validate_config(self._with_startup(doc), schema=self._schema)
