@@ -204,3 +204,46 @@ def test_cuda_bf16_channels_last_compile() -> None:
     assert out.shape == (2, 3, 3, 64, 64) and out.dtype == torch.float32
     torch.testing.assert_close(out, bicubic_upsample(lrs), atol=1e-5, rtol=0)
     out.mean().backward()
+
+
+def _perturbed_tiny(seed: int = 0) -> BidirectionalRecurrentVSR:
+    """A tiny model whose flow, trunks and output layer all contribute (none at zero)."""
+    torch.manual_seed(seed)
+    model = build_model("tiny")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    return model.eval()
+
+
+@pytest.mark.parametrize("t", [1, 2, 5])
+def test_step_methods_with_per_pair_flows_reproduce_forward(t: int) -> None:
+    """The four step methods, called frame by frame with one flow per pair, are forward()."""
+    model = _perturbed_tiny()
+    lrs = torch.rand(1, t, 3, 9, 13, generator=torch.Generator().manual_seed(t))
+    with torch.no_grad():
+        whole = model(lrs)
+        backward: list[torch.Tensor] = [torch.empty(0)] * t
+        feat = None
+        for i in reversed(range(t)):
+            flow = model.compute_flow(lrs[:, i], lrs[:, i + 1]) if i < t - 1 else None
+            feat = model.backward_step(lrs[:, i], feat, flow)
+            backward[i] = feat
+        feat = None
+        for i in range(t):
+            flow = model.compute_flow(lrs[:, i], lrs[:, i - 1]) if i > 0 else None
+            feat = model.forward_step(lrs[:, i], feat, flow)
+            out = model.reconstruct(lrs[:, i], backward[i], feat)
+            torch.testing.assert_close(out, whole[:, i], atol=1e-5, rtol=0)
+    assert float((whole - bicubic_upsample(lrs)).abs().max()) > 1e-3  # the model does act
+
+
+def test_forward_with_and_without_gradients_agree() -> None:
+    """Training batches both flow directions in one call, inference one direction at a time."""
+    model = _perturbed_tiny(1)
+    lrs = torch.rand(2, 4, 3, 8, 10)
+    with torch.no_grad():
+        no_grad = model(lrs)
+    torch.testing.assert_close(model(lrs).detach(), no_grad, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="needs the flow"):
+        model.backward_step(lrs[:, 0], torch.zeros(2, model.num_feat, 8, 10), None)
