@@ -165,9 +165,27 @@ def test_strict_parsing_half_document_is_a_value_error() -> None:
         parse_json_strict(b'{"max_lr": 0.0')
     with pytest.raises(ValueError):
         parse_json_strict(b"\xff\xfe{}")
-    huge = parse_json_strict('{"max_lr": 1e999}')["max_lr"]  # JSON allows it; a float cannot
-    errors = validate_config(example_settings(max_lr=huge))
+    with pytest.raises(RuntimeConfigError, match="too large for a number"):
+        parse_json_strict('{"max_lr": 1e999}')  # JSON allows it; a float cannot hold it
+    errors = validate_config(example_settings(max_lr=float("inf")))  # from Python, not JSON
     assert errors == {"max_lr": "got inf, expected a number in [1e-05, 0.001]"}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[" * 33 + "]" * 33, "nested deeper than 32"),
+        ("[" * 5000 + "]" * 5000, "nested"),
+        ('{"seed": ' + "9" * 41 + "}", "41 digits is too large"),
+        ('{"seed": -' + "9" * 5000 + "}", "5000 digits"),
+        ('{"max_lr": -1e400}', "too large"),
+    ],
+)
+def test_strict_parsing_bounds_depth_and_size_of_numbers(text: str, message: str) -> None:
+    with pytest.raises(RuntimeConfigError, match=message):
+        parse_json_strict(text)
+    assert parse_json_strict("[" * 32 + "]" * 32) is not None  # 32 levels are fine
+    assert parse_json_strict('{"seed": ' + "9" * 40 + "}")["seed"] == int("9" * 40)
 
 
 json_values = st.integers(-(10**9), 10**9) | st.floats(allow_nan=False, allow_infinity=False)

@@ -11,13 +11,14 @@ Example:
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vsrkit._atomic import atomic_write_bytes
+from vsrkit._text import printable
 from vsrkit.config.schema import RuntimeConfigError
 
 __all__ = [
@@ -29,6 +30,8 @@ __all__ = [
     "read_changes",
     "snapshot_name",
 ]
+
+logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "runtime_config.json"
 CHANGES_FILE = "config_changes.jsonl"
@@ -111,34 +114,49 @@ class SubmitResult:
 
 
 def append_changes(run_dir: str | os.PathLike[str], changes: Iterable[ConfigChange]) -> None:
-    """Append records to ``config_changes.jsonl``; the file is replaced atomically each time.
+    """Append records to ``config_changes.jsonl``: one ``write``, then ``fsync``.
 
-    Changes are rare (a few per hour), so rewriting the file keeps every reader safe from a
-    half-written line at the cost of copying a small file.
+    The file is only ever appended to, never rewritten, so the cost of a record does not
+    grow with the log. A crash can leave at most the last line unfinished: readers skip an
+    unterminated last line, and the next append starts on a new line. A symbolic link in
+    place of the file is refused (``OSError``), so the log is never written elsewhere.
     """
-    path = Path(run_dir) / CHANGES_FILE
-    old = path.read_bytes() if path.exists() else b""
-    if old and not old.endswith(b"\n"):
-        old += b"\n"
     lines = "".join(json.dumps(c.to_dict(), allow_nan=False) + "\n" for c in changes)
-    atomic_write_bytes(path, old + lines.encode("utf-8"))
+    if not lines:
+        return
+    path = Path(run_dir) / CHANGES_FILE
+    flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0), 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        data = lines.encode("utf-8")
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            data = b"\n" + data  # an unfinished line from a crash stays on its own line
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_changes(run_dir: str | os.PathLike[str]) -> list[ConfigChange]:
     """Read ``config_changes.jsonl`` of a run folder (missing file: empty list).
 
-    Raises:
-        RuntimeConfigError: Naming the file and line of a record that cannot be read.
+    A line that is not a change record (a line cut short by a crash, a hand edit) is
+    skipped with a warning naming the file and line; every other record is returned.
     """
     path = Path(run_dir) / CHANGES_FILE
     if not path.exists():
         return []
+    lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
     out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             out.append(ConfigChange.from_dict(json.loads(line)))
-        except (ValueError, TypeError, RuntimeConfigError) as exc:
-            raise RuntimeConfigError(f"{path}:{n}: unreadable change record ({exc})") from None
+        except (ValueError, TypeError, RecursionError, RuntimeConfigError) as exc:
+            if n < len(lines):  # an unterminated last line is a write in progress: no warning
+                logger.warning("%s:%d: skipped, not a change record (%s)", path, n, printable(exc))
     return out

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from vsrkit._atomic import atomic_write_bytes, atomic_write_json
+from vsrkit._text import printable
 from vsrkit.config.changes import (
     CONFIG_FILE,
     ConfigChange,
@@ -70,6 +71,13 @@ class RuntimeConfigManager:
         is_main: Only the main rank reads and writes files.
         schema: A runtime-config JSON Schema (default: the one shipped with vsrkit).
         max_history: Changes kept in memory and in ``state_dict()`` (the jsonl keeps all).
+        max_patch_keys: Most keys one ``submit`` may name (more: the proposal is refused
+            whole with one record, without looking at each key); a ``runtime_config.json``
+            may hold this many keys or the schema's count, whichever is larger.
+        max_pending: Most change records waiting for the next poll step. Beyond it the
+            oldest rejected records are dropped (their number is recorded and logged once
+            at that poll) and a proposal that would be accepted is refused until the poll;
+            accepted changes are never dropped.
 
     Raises:
         RuntimeConfigError: If ``initial`` is incomplete or invalid.
@@ -94,6 +102,8 @@ class RuntimeConfigManager:
         is_main: bool = True,
         schema: Mapping[str, Any] | None = None,
         max_history: int = 1000,
+        max_patch_keys: int = 64,
+        max_pending: int = 256,
     ) -> None:
         if int(poll_every) < 1:
             raise RuntimeConfigError(f"poll_every must be >= 1, got {poll_every!r}")
@@ -102,6 +112,13 @@ class RuntimeConfigManager:
         self.poll_every = int(poll_every)
         self.is_main = bool(is_main)
         self.max_history = int(max_history)
+        if int(max_patch_keys) < 1 or int(max_pending) < 1:
+            raise RuntimeConfigError(
+                f"max_patch_keys and max_pending must be >= 1, got {max_patch_keys!r}, "
+                f"{max_pending!r}"
+            )
+        self.max_patch_keys, self.max_pending = int(max_patch_keys), int(max_pending)
+        self._dropped = 0  # rejected records dropped since the last poll (queue full)
         self._broadcast = broadcast
         self._schema = dict(load_schema() if schema is None else schema)
         self._specs = {s.name: s for s in describe_keys(self._schema)}
@@ -146,7 +163,7 @@ class RuntimeConfigManager:
         with self._lock:
             if key not in self._current:
                 raise RuntimeConfigError(
-                    f"{key}: unknown key" + _suggest(str(key), list(self._current))
+                    f"{printable(key)}: unknown key" + _suggest(str(key), self._current)
                 )
             return self._current[key]
 
@@ -160,26 +177,44 @@ class RuntimeConfigManager:
         ``poll`` step returns the accepted changes to the loop, and logs and records every
         decision with that step. A file edit not yet seen by a poll is taken in first, so
         the rewrite never loses it.
+
+        The work is bounded whatever the patch: more than ``max_patch_keys`` keys are
+        refused whole with one record, and only the first unknown key gets a spelling
+        suggestion. When ``max_pending`` records already wait for the poll, a proposal that
+        would be accepted is refused ("try again after the next poll").
         """
         if not self.is_main:
             raise RuntimeConfigError("submit() is only available on the main rank")
         with self._lock:
             file_changes = self._check_file(None, source="file")
-            self._queue.extend(file_changes)
+            self._enqueue(file_changes, may_refuse=False)
             self._latest = self._after(file_changes)
+            problem = None
             if not isinstance(patch, Mapping):
-                errors = {DOCUMENT: f"expected a mapping of settings, got {type(patch).__name__}"}
-                self._queue.append(self._doc_change(source, errors[DOCUMENT], None))
-                return SubmitResult(accepted=False, errors=errors)
+                problem = f"expected a mapping of settings, got {type(patch).__name__}"
+            elif len(patch) > self.max_patch_keys:
+                problem = f"a change may name at most {self.max_patch_keys} keys, got {len(patch)}"
+            if problem is not None:
+                self._enqueue([self._doc_change(source, problem, None)], may_refuse=False)
+                return SubmitResult(accepted=False, errors={DOCUMENT: problem})
             doc = {**self._latest, **{k: v for k, v in patch.items() if k in self._specs}}
             errors = validate_config(doc, current=self._latest, schema=self._schema)
+            suggested = False  # one spelling suggestion per request, whatever its size
             for key in patch:
                 if key not in self._specs:
-                    errors[str(key)] = "unknown key" + _suggest(str(key), list(self._specs))
+                    hint = "" if suggested else _suggest(str(key), self._specs)
+                    errors[str(key)] = "unknown key" + hint
+                    suggested = True
             changes = self._decide(patch, errors, source, None, keys=list(patch))
-            self._queue.extend(changes)
             if errors:
+                self._enqueue(changes, may_refuse=False)
                 return SubmitResult(accepted=False, errors=errors, changes=changes)
+            if not self._enqueue(changes, may_refuse=True):
+                waiting = (
+                    f"{len(self._queue)} accepted changes wait for the loop's next poll step "
+                    f"(at most {self.max_pending}): try again after it"
+                )
+                return SubmitResult(accepted=False, errors={DOCUMENT: waiting})
             self._latest = normalize_config(doc, self._schema)
             self._write_live_file(self._latest)
             return SubmitResult(accepted=True, changes=changes)
@@ -200,6 +235,13 @@ class RuntimeConfigManager:
             if self.is_main:
                 changes = [replace(c, step=step) for c in self._queue]
                 self._queue.clear()
+                if self._dropped:
+                    reason = (
+                        f"{self._dropped} rejected change records were not kept one by one: "
+                        f"more than {self.max_pending} waited for this poll step"
+                    )
+                    changes.append(self._doc_change("queue", reason, step))
+                    self._dropped = 0
                 file_changes = self._check_file(step, source="file")
                 self._latest = self._after(file_changes)
                 payload = [c.to_dict() for c in changes + file_changes]
@@ -336,6 +378,10 @@ class RuntimeConfigManager:
             return []
         if event.problem is not None:
             return [self._doc_change(source, event.problem, step)]
+        most = max(self.max_patch_keys, len(self._specs))
+        if isinstance(event.doc, Mapping) and len(event.doc) > most:
+            problem = f"{self.path.name} has {len(event.doc)} keys, at most {most} are read"
+            return [self._doc_change(source, problem, step)]
         errors = validate_config(event.doc, current=base, schema=self._schema)
         if DOCUMENT in errors:
             return [self._doc_change(source, f"{self.path.name}: {errors[DOCUMENT]}", step)]
@@ -356,7 +402,10 @@ class RuntimeConfigManager:
         if keys is None:
             keys = list(proposal) + [k for k in errors if k not in proposal]
         now = time.time()
-        blame = ", ".join(sorted(errors))
+        names = sorted(errors)
+        blame = ", ".join(printable(k, 40) for k in names[:5])
+        if len(names) > 5:
+            blame += f" and {len(names) - 5} more"
         out = []
         for raw in keys:
             key = str(raw)
@@ -377,6 +426,33 @@ class RuntimeConfigManager:
                 ConfigChange(step, now, source, key, old, _json_safe(new), not errors, reason)
             )
         return out
+
+    def _enqueue(self, changes: list[ConfigChange], *, may_refuse: bool) -> bool:
+        """Queue records for the next poll, within ``max_pending``.
+
+        Makes room by dropping the oldest rejected records (counted in ``_dropped``). If
+        there is still no room: with ``may_refuse`` nothing is queued and False returned
+        (the caller refuses the proposal); without, rejected records are dropped and
+        accepted ones (a file edit already seen) are queued anyway.
+        """
+        over = len(self._queue) + len(changes) - self.max_pending
+        if over > 0:
+            kept = []
+            for change in self._queue:
+                if over > 0 and not change.accepted:
+                    over -= 1
+                    self._dropped += 1
+                else:
+                    kept.append(change)
+            self._queue = kept
+        if over > 0:
+            if may_refuse:
+                return False
+            rejected = [c for c in changes if not c.accepted]
+            self._dropped += len(rejected)
+            changes = [c for c in changes if c.accepted]
+        self._queue.extend(changes)
+        return True
 
     def _doc_change(self, source: str, reason: str, step: int | None) -> ConfigChange:
         return ConfigChange(step, time.time(), source, None, None, None, False, reason)
@@ -426,14 +502,73 @@ class RuntimeConfigManager:
             return
         self._history.extend(changes)
         del self._history[: max(0, len(self._history) - self.max_history)]
-        for c in changes if self.is_main else []:
-            if c.accepted:
-                logger.info("Config Update: %s %s -> %s", c.key, _fmt(c.old), _fmt(c.new))
-            elif c.key is None:
-                logger.warning("Config Rejected: %s", c.reason)
-            else:
-                logger.warning(
-                    "Config Rejected: %s %s -> %s (%s)", c.key, _fmt(c.old), _fmt(c.new), c.reason
-                )
-        if self.is_main:
+        if not self.is_main:
+            return
+        _log_changes(changes)
+        try:
             append_changes(self.run_dir, changes)
+        except OSError as exc:  # a full disk must not stop training; the log line says so
+            logger.warning(
+                "cannot append %d change records to %s (%s)",
+                len(changes),
+                self.run_dir / "config_changes.jsonl",
+                exc,
+            )
+
+
+#: A rejected proposal with more keys than this is logged as one line.
+_LOGGED_KEYS = 5
+
+
+def _log_changes(changes: list[ConfigChange]) -> None:
+    """One log line per change; a rejected proposal of many keys gets one line in all.
+
+    Every key, value and reason is escaped (:func:`~vsrkit._text.printable`), so text
+    typed into the page cannot forge a log line or move a terminal's cursor.
+    """
+    i = 0
+    while i < len(changes):
+        c = changes[i]
+        j = i + 1
+        if c.accepted:
+            logger.info(
+                "Config Update: %s %s -> %s",
+                printable(c.key),
+                printable(_fmt(c.old)),
+                printable(_fmt(c.new)),
+            )
+        elif c.key is None:
+            logger.warning("Config Rejected: %s", printable(c.reason, 400))
+        else:
+            while (
+                j < len(changes)
+                and not changes[j].accepted
+                and changes[j].key is not None
+                and (changes[j].time, changes[j].source) == (c.time, c.source)
+            ):
+                j += 1
+            group = changes[i:j]
+            if len(group) <= _LOGGED_KEYS:
+                for g in group:
+                    logger.warning(
+                        "Config Rejected: %s %s -> %s (%s)",
+                        printable(g.key),
+                        printable(_fmt(g.old)),
+                        printable(_fmt(g.new)),
+                        printable(g.reason, 400),
+                    )
+            else:
+                shown = "; ".join(
+                    f"{printable(g.key, 40)} -> {printable(_fmt(g.new), 40)} "
+                    f"({printable(g.reason, 120)})"
+                    for g in group[:_LOGGED_KEYS]
+                )
+                more = f"; and {len(group) - _LOGGED_KEYS} more keys"
+                logger.warning(
+                    "Config Rejected (%s, %d keys): %s%s",
+                    printable(c.source, 40),
+                    len(group),
+                    shown,
+                    more,
+                )
+        i = j

@@ -14,11 +14,12 @@ import functools
 import json
 import math
 import numbers
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+from vsrkit._text import printable
 from vsrkit.errors import VsrkitError
 
 __all__ = [
@@ -210,27 +211,71 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+#: Deepest nesting :func:`parse_json_strict` accepts (settings are flat).
+MAX_JSON_DEPTH = 32
+#: Most digits of an integer :func:`parse_json_strict` accepts.
+MAX_INT_DIGITS = 40
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise _BadConstant(f"an integer of {len(text.lstrip('-'))} digits is too large")
+    return int(text)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _BadConstant(f"{text[:40]} is too large for a number")
+    return value
+
+
+def json_depth(obj: Any) -> int:
+    """Nesting depth of a parsed JSON value (a scalar is 0), without recursion."""
+    deepest, todo = 0, [(obj, 0)]
+    while todo:
+        item, depth = todo.pop()
+        if isinstance(item, (dict, list)):
+            depth += 1
+            deepest = max(deepest, depth)
+            todo.extend((v, depth) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
 def parse_json_strict(data: bytes | str) -> Any:
     """Parse JSON strictly: UTF-8, no ``NaN``/``Infinity``, no duplicate keys.
 
     Raises:
         RuntimeConfigError: For a value JSON allows but settings do not (``NaN``,
-            ``Infinity``, a number too large for a float, a duplicate key).
+            ``Infinity``, a number too large for a float, an integer of more than
+            :data:`MAX_INT_DIGITS` digits, nesting deeper than :data:`MAX_JSON_DEPTH`,
+            a duplicate key).
         ValueError: For text that is not JSON at all (e.g. a half-written file);
             ``json.JSONDecodeError`` and ``UnicodeDecodeError`` are both ``ValueError``.
     """
     text = data.decode("utf-8") if isinstance(data, bytes) else data
     try:
-        obj = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
+        obj = json.loads(
+            text,
+            parse_constant=_reject_constant,
+            parse_int=_bounded_int,
+            parse_float=_finite_float,
+            object_pairs_hook=_no_duplicates,
+        )
     except _BadConstant as exc:
         raise RuntimeConfigError(str(exc)) from None
     except RecursionError:
         raise RuntimeConfigError("JSON nested too deeply") from None
+    if json_depth(obj) > MAX_JSON_DEPTH:
+        raise RuntimeConfigError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     return obj
 
 
-def _suggest(key: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(key, choices, n=1, cutoff=0.6)
+def _suggest(key: str, choices: Iterable[str]) -> str:
+    """``; did you mean 'x'?`` for a misspelt key, else ``""`` (long keys get none)."""
+    if len(key) > 64:
+        return ""
+    close = difflib.get_close_matches(key, list(choices), n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
@@ -276,9 +321,11 @@ def validate_config(
         return {DOCUMENT: f"expected a JSON object of settings, got {type(doc).__name__}"}
     doc = {key: _builtin(value) for key, value in doc.items()}
     errors: dict[str, str] = {}
+    suggested = False  # one spelling suggestion per document: its cost must not grow with it
     for key in doc:
         if key not in specs:
-            errors[str(key)] = "unknown key" + _suggest(str(key), list(specs))
+            errors[str(key)] = "unknown key" + ("" if suggested else _suggest(str(key), specs))
+            suggested = True
     for name, spec in specs.items():
         if name not in doc:
             errors[name] = f"missing key (expected {spec.expected()})"
@@ -375,7 +422,7 @@ def parse_assignment(text: str, schema: Mapping[str, Any] | None = None) -> tupl
         raise RuntimeConfigError(f"expected key=value, got {text!r}")
     specs = {s.name: s for s in describe_keys(schema)}
     if key not in specs:
-        raise RuntimeConfigError(f"{key}: unknown key" + _suggest(key, list(specs)))
+        raise RuntimeConfigError(f"{printable(key)}: unknown key" + _suggest(key, specs))
     try:
         return key, parse_json_strict(raw.strip())
     except ValueError:
