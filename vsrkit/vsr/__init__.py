@@ -29,6 +29,13 @@ _LAZY: dict[str, str] = {
     "SpyNet": ".flow",
     "flow_warp": ".flow",
     "FlowWeightsError": ".flow",
+    "SKIP_MODES": ".model",
+    # published weights (BasicSR, mmagic)
+    "load_pretrained": ".pretrained",
+    "read_pretrained": ".pretrained",
+    "PretrainedWeights": ".pretrained",
+    "PretrainedWeightsError": ".pretrained",
+    "to_basicsr_keys": ".pretrained",
     # losses
     "LOSS_NAMES": ".losses",
     "VSRLoss": ".losses",
@@ -94,11 +101,19 @@ if TYPE_CHECKING:  # pragma: no cover
     from vsrkit.vsr.metrics import QUALITY_FIELDS, psnr, quality_metrics, ssim  # noqa: F401
     from vsrkit.vsr.model import (  # noqa: F401
         PRESETS,
+        SKIP_MODES,
         BidirectionalRecurrentVSR,
         ModelPreset,
         ResidualBlock,
         bicubic_upsample,
         build_model,
+    )
+    from vsrkit.vsr.pretrained import (  # noqa: F401
+        PretrainedWeights,
+        PretrainedWeightsError,
+        load_pretrained,
+        read_pretrained,
+        to_basicsr_keys,
     )
     from vsrkit.vsr.synthetic import SyntheticVideoDataset  # noqa: F401
     from vsrkit.vsr.textures import procedural_texture  # noqa: F401

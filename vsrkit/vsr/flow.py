@@ -118,25 +118,26 @@ class SpyNet(nn.Module):
             self.load_weights(weights)
 
     def load_weights(self, path: str | os.PathLike[str]) -> None:
-        """Load pretrained weights from a local file (never downloads)."""
+        """Load pretrained weights from a local file (never downloads).
+
+        BasicSR's and mmagic's SpyNet files load as they are shipped: wrapped in ``params`` or
+        ``state_dict``, with or without the ``mean``/``std`` buffers, or as the ``spynet.*``
+        part of a whole BasicVSR file.
+        """
+        from vsrkit.vsr.pretrained import PretrainedWeightsError, spynet_state_dict
+
         p = os.fspath(path)
-        if not os.path.isfile(p):
-            raise FlowWeightsError(f"SpyNet weights file not found: {p}")
         try:
-            state = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is a user error
-            raise FlowWeightsError(f"cannot read SpyNet weights {p}: {exc}") from exc
-        if isinstance(state, dict) and "params" in state:
-            state = state["params"]
-        if not isinstance(state, dict):
-            raise FlowWeightsError(f"{p}: expected a state dict, got {type(state).__name__}")
-        state = {k.removeprefix("spynet."): v for k, v in state.items()}
+            state = spynet_state_dict(p)
+        except PretrainedWeightsError as exc:
+            raise FlowWeightsError(str(exc)) from None
         try:
             self.load_state_dict(state, strict=True)
         except RuntimeError as exc:
             raise FlowWeightsError(
-                f"{p} does not fit SpyNet(num_levels={self.num_levels}): {exc}"
-            ) from exc
+                f"{p} does not fit SpyNet(num_levels={self.num_levels}): "
+                + " ".join(str(exc).split())
+            ) from None
         logger.info("loaded SpyNet weights from %s", p)
 
     def _process(self, ref: Tensor, supp: Tensor) -> Tensor:
