@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.cookiejar
 import json
 import re
 import subprocess
@@ -72,8 +73,9 @@ def test_run_folder_reports_unreadable_settings(tmp_path: Path) -> None:
     assert len(errors) == 1 and "runtime_config.json" in errors[0]
 
 
-def _get(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=10) as resp:
+def _get(url: str, token: str) -> dict:
+    req = urllib.request.Request(url, headers={"X-Vsrkit-Token": token})
+    with urllib.request.urlopen(req, timeout=10) as resp:
         return json.loads(resp.read())
 
 
@@ -88,20 +90,32 @@ def test_vsrkit_monitor_serves_a_run_folder_read_only(tmp_path: Path) -> None:
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
-        match = re.search(r"(http://127\.0\.0\.1:\d+/)", line)
+        match = re.search(r"(http://127\.0\.0\.1:\d+/)\?token=([A-Za-z0-9_-]+)", line)
         assert match, line
-        url = match.group(1)
-        status = _get(url + "api/status")
+        url, token = match.groups()
+        token_file = tmp_path / "monitor_view_token"
+        assert f"token also in {token_file}" in line
+        assert token_file.read_text().strip() == token
+        assert token_file.stat().st_mode & 0o777 == 0o600
+        with pytest.raises(urllib.error.HTTPError) as info:  # no token: nothing at all
+            urllib.request.urlopen(url, timeout=10)
+        assert info.value.code == 403 and b"monitor_view_token" in info.value.read()
+        status = _get(url + "api/status", token)
         assert status["iteration"] == 20 and status["actions"]["enabled"] is False
         assert "Read-only" in status["actions"]["note"]
         assert status["run_folder"]["statistics_files"] == 2
-        stats = _get(url + "api/stats")
+        stats = _get(url + "api/stats", token)
         assert stats["step_current"] == 20 and stats["complete"] is True
-        config = _get(url + "api/config")
+        config = _get(url + "api/config", token)
         assert config["editable"] is False
         assert {r["key"]: r["value"] for r in config["settings"]}["grad_clip"] == 2.0
-        page = urllib.request.urlopen(url, timeout=10).read().decode()
-        token = re.search(r'name="vsrkit-token" content="([^"]+)"', page).group(1)
+        # a browser: the login URL sets the cookie and lands on the page without the token
+        jar = http.cookiejar.CookieJar()
+        browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+        with browser.open(f"{url}?token={token}", timeout=10) as resp:
+            assert resp.status == 200 and resp.url == url
+            assert b"vsrkit monitor" in resp.read()
+        assert [c.name for c in jar] == [f"vsrkit_token_{url.rsplit(':', 1)[1].rstrip('/')}"]
         req = urllib.request.Request(
             url + "api/action",
             data=b'{"command": "validate"}',
@@ -113,6 +127,7 @@ def test_vsrkit_monitor_serves_a_run_folder_read_only(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+    assert not token_file.exists()  # removed when the monitor stops
 
 
 def test_vsrkit_monitor_missing_folder_is_one_clear_line(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -171,3 +172,137 @@ def test_peak_prefers_the_raw_peak_field_over_the_percent_map() -> None:
         "level": "high",
         "warning": "Unusually high activity",
     }
+
+
+percent_maps = st.dictionaries(
+    st.sampled_from(
+        ["Backward_Block_01", "Backward_Block_02", "Forward_Block_01", "Forward_Block_02"]
+    ),
+    st.floats(min_value=0, max_value=100, allow_nan=False),
+    max_size=4,
+)
+
+
+@given(percent_maps, st.floats(min_value=0.001, max_value=5, allow_nan=False))
+def test_activity_is_on_one_scale_everywhere(others: dict, raw_peak: float) -> None:
+    """The loop's map is in percent of the peak layer; every panel shows mean |activation|."""
+    activity = {**others, "Final_Fusion": 100.0}
+    doc = status_document(
+        {
+            "layer_activity_map": activity,
+            "layer_activity_peak": {"layer": "Final_Fusion", "value": raw_peak},
+        }
+    )
+    assert doc["activity_scale"]["scale"] == "mean_abs" and doc["activity_scale"]["full"] == 2.0
+    assert "mean |activation|" in doc["activity_scale"]["legend"]
+    layers, levels = doc["layers"], doc["layer_levels"]
+    assert layers["Final_Fusion"] == pytest.approx(raw_peak)
+    for name, percent in activity.items():
+        assert layers[name] == pytest.approx(percent / 100 * raw_peak)
+        assert levels[name] == activity_level(layers[name])
+        assert layers[name] <= doc["peak_activity"]["value"] * (1 + 1e-12)
+    assert doc["peak_activity"]["level"] == activity_level(raw_peak)
+    for stream, needle in (("backward", "Backward"), ("forward", "Forward")):
+        values = [v for k, v in layers.items() if k.startswith(needle)]
+        entry = doc["streams"][stream]
+        if values:
+            assert entry["average"] == pytest.approx(sum(values) / len(values))
+            assert entry["level"] == activity_level(entry["average"])
+    assert doc["streams"]["fusion"]["average"] == pytest.approx(raw_peak)
+
+
+def test_the_reviews_run_reads_low_in_every_panel() -> None:
+    """Peak 0.10 with streams at 62.4 / 82.4 / 100 percent: all low, never 'high'."""
+    doc = status_document(
+        {
+            "layer_activity_map": {"Backward_1": 62.4, "Forward_1": 82.4, "Final_Fusion": 100.0},
+            "layer_activity_peak": {"layer": "Final_Fusion", "value": 0.10},
+        }
+    )
+    assert doc["peak_activity"]["level"] == "low"
+    assert [round(doc["streams"][s]["average"], 4) for s in ("backward", "forward", "fusion")] == [
+        0.0624,
+        0.0824,
+        0.1,
+    ]
+    assert set(doc["layer_levels"].values()) == {"low"}
+    assert {s["level"] for s in doc["streams"].values()} == {"low"}
+
+
+def test_a_percent_map_without_the_peak_keeps_its_own_scale() -> None:
+    doc = status_document({"layer_activity_map": {"Backward_1": 40.0, "Final_Fusion": 100.0}})
+    assert doc["activity_scale"]["scale"] == "percent_of_peak"
+    assert doc["activity_scale"]["full"] == 100.0 and doc["activity_scale"]["bands"] == []
+    assert doc["peak_activity"] == {
+        "layer": "Final_Fusion",
+        "value": 100.0,
+        "level": None,
+        "warning": None,
+    }
+    assert doc["layer_levels"] == {"Backward_1": None, "Final_Fusion": None}
+
+
+@given(
+    st.integers(0, 10**6),
+    st.integers(1, 10**6),
+    st.floats(min_value=1e-3, max_value=1e3, allow_nan=False),
+)
+def test_the_eta_uses_the_speed_cards_rate(step: int, total: int, duration: float) -> None:
+    doc = status_document(
+        {
+            "step_current": min(step, total),
+            "step_max": total,
+            "iteration_duration": duration,
+            "training_active": True,
+            "eta_total_formatted": "99:99:99",  # the loop's own figure: not used when computable
+        }
+    )
+    expected = (total - min(step, total)) / doc["iter_speed"]
+    assert doc["eta_seconds"] == pytest.approx(expected)
+    h, m, s = (int(x) for x in doc["time_remaining"].split(":"))
+    assert abs(h * 3600 + m * 60 + s - expected) <= 0.5 + 1e-6
+
+
+def test_the_reviews_eta_case() -> None:
+    doc = status_document(
+        {
+            "step_current": 85,
+            "step_max": 5000,
+            "iteration_duration": 1 / 0.28,
+            "training_active": True,
+            "eta_total_formatted": "00:06:47",
+        }
+    )
+    assert doc["time_remaining"] == "04:52:34"  # 4,915 steps at 0.28 it/s
+
+
+@pytest.mark.parametrize(
+    ("values", "age", "state"),
+    [
+        ({"training_active": True}, None, "training"),
+        ({"training_active": True, "training_paused": True}, None, "paused"),
+        ({"training_active": True, "validation_running": True}, None, "validating"),
+        ({"training_active": True}, 10.0, "training"),
+        ({"training_active": True, "step_current": 5, "step_max": 9}, 900.0, "stopped"),
+        ({"training_active": True, "step_current": 9, "step_max": 9}, 900.0, "finished"),
+        ({"training_active": False, "step_current": 5, "step_max": 9}, None, "stopped"),
+        ({"training_active": False, "step_current": 9, "step_max": 9}, None, "finished"),
+        ({}, None, "unknown"),
+        ({}, 900.0, "stopped"),
+    ],
+)
+def test_run_state(values: dict, age, state: str) -> None:
+    doc = status_document(values, heartbeat_age=age, stale_after=300)
+    assert doc["run_state"]["state"] == state
+    if state in ("stopped", "finished"):
+        assert doc["time_remaining"] is None and doc["eta_seconds"] is None
+
+
+def test_non_finite_values_become_null_with_a_reason() -> None:
+    doc = status_document(
+        {"total_loss_value": float("nan"), "layer_activity_map": {"a": float("inf")}, "big": 10**40}
+    )
+    assert doc["total_loss"] is None and doc["fields"]["big"] is None
+    assert doc["missing_reasons"]["total_loss_value"] == "NaN is not a number JSON can hold"
+    assert doc["missing_reasons"]["layer_activity_map.a"].startswith("inf")
+    json.dumps(doc, allow_nan=False)  # strict JSON, whatever came in

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 from pathlib import Path
 
@@ -32,16 +33,30 @@ from vsrkit.cli._util import user_errors
     multiple=True,
     help="Extra name accepted in the Host header (repeatable).",
 )
+@click.option(
+    "--stale-after",
+    default=300.0,
+    show_default=True,
+    type=click.FloatRange(min=1.0),
+    help="Seconds without a change to any file of the run after which it counts as stopped.",
+)
 @user_errors
 def monitor(
-    run_dir: Path, port: int, host: str, allow_remote: bool, allowed_hosts: tuple[str, ...]
+    run_dir: Path,
+    port: int,
+    host: str,
+    allow_remote: bool,
+    allowed_hosts: tuple[str, ...],
+    stale_after: float,
 ) -> None:
     """Serve the live page for RUN_DIR (a run that has ended or runs elsewhere).
 
     Reads the latest Statistik_*.json, config_changes.jsonl and runtime_config.json; the
-    action buttons and the settings editor are disabled. Stop with Ctrl-C.
+    action buttons and the settings editor are disabled. Open the URL it prints (it carries
+    the access token once); the token is also in RUN_DIR/monitor_view_token, readable by
+    you only. Stop with Ctrl-C.
     """
-    from vsrkit.monitor.runfolder import RunFolderSource
+    from vsrkit.monitor.runfolder import VIEW_TOKEN_FILE, RunFolderSource
     from vsrkit.monitor.server import MonitorServer
 
     source = RunFolderSource(run_dir)
@@ -51,10 +66,13 @@ def monitor(
         config=source.config,
         host=host,
         port=port,
+        token_file=run_dir / VIEW_TOKEN_FILE,
         allow_remote=allow_remote,
         allowed_hosts=allowed_hosts,
         stats=source.stats,
         extra=source.extra,
+        heartbeat=source.heartbeat_age,
+        stale_after=stale_after,
         read_only_note=(
             f"Read-only view of {run_dir}: actions and settings are disabled "
             "(they work in the page served by `vsrkit train`)."
@@ -65,10 +83,23 @@ def monitor(
             f"Warning: serving {run_dir} on {host}, reachable beyond this machine.", err=True
         )
     server.start()
-    click.echo(f"Monitor (read-only) for {run_dir}: {server.url}  (Ctrl-C to stop)", err=False)
+    where = (
+        f"token also in {server.token_file}"
+        if server.token_file_written
+        else "the token file could not be written: keep this URL"
+    )
+    click.echo(
+        f"Monitor (read-only) for {run_dir}: {server.login_url}  ({where}; Ctrl-C to stop)",
+        err=False,
+    )
+    done = threading.Event()
+    # SIGTERM (kill, systemd, a job scheduler) ends it as cleanly as Ctrl-C: the token file goes
+    previous = signal.signal(signal.SIGTERM, lambda *_: done.set())
     try:
-        threading.Event().wait()
+        while not done.wait(0.5):
+            pass
     except KeyboardInterrupt:
         pass
     finally:
         server.stop()
+        signal.signal(signal.SIGTERM, previous)

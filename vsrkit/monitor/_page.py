@@ -1,21 +1,18 @@
 """The packaged page (``static/index.html``) and the Content-Security-Policy that fits it.
 
 The page's only script and style are inline; the CSP allows exactly those two by their
-SHA-256 hashes (no ``'unsafe-inline'``, nothing from another origin). The per-run token goes
-into a ``<meta>`` tag, so the hashes do not depend on it.
+SHA-256 hashes (no ``'unsafe-inline'``, nothing from another origin). The page holds no
+secret: the per-run token travels in an HttpOnly cookie that its script cannot read.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import html
 import re
 from importlib import resources
 
 __all__ = ["Page"]
-
-_TOKEN_SLOT = "__VSRKIT_TOKEN__"
 
 
 def _hash(text: str) -> str:
@@ -28,9 +25,7 @@ class Page:
 
     def __init__(self) -> None:
         text = resources.files("vsrkit.monitor").joinpath("static/index.html").read_text("utf-8")
-        if _TOKEN_SLOT not in text:
-            raise RuntimeError("static/index.html lacks the token slot")
-        self.template = text
+        self.html = text.encode("utf-8")
         scripts = re.findall(r"<script>(.*?)</script>", text, re.S)
         styles = re.findall(r"<style>(.*?)</style>", text, re.S)
         self.csp = "; ".join(
@@ -45,7 +40,3 @@ class Page:
                 "frame-ancestors 'none'",
             ]
         )
-
-    def render(self, token: str) -> bytes:
-        """The page with ``token`` in its ``<meta name="vsrkit-token">``."""
-        return self.template.replace(_TOKEN_SLOT, html.escape(token, quote=True)).encode("utf-8")

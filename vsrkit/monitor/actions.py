@@ -13,13 +13,13 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from vsrkit.errors import VsrkitError
 
-__all__ = ["COMMANDS", "Action", "ActionQueue", "UnknownCommandError"]
+__all__ = ["COMMANDS", "Action", "ActionQueue", "UnknownCommandError", "pause_state"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +31,24 @@ _STATE_VERSION = 1
 
 class UnknownCommandError(VsrkitError, ValueError):
     """A command that is not one of :data:`COMMANDS`."""
+
+
+def pause_state(commands: Iterable[str], paused: bool) -> bool:
+    """Whether the run is paused after ``commands`` (oldest first): the last of ``pause`` and
+    ``resume`` wins, so Pause then Resume pressed within one step leaves the run going.
+
+    Example:
+        >>> pause_state(["pause", "resume"], False), pause_state(["resume", "pause"], False)
+        (False, True)
+        >>> pause_state(["validate"], True)
+        True
+    """
+    for command in commands:
+        if command == "pause":
+            paused = True
+        elif command == "resume":
+            paused = False
+    return paused
 
 
 @dataclass(frozen=True)

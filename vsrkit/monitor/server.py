@@ -7,40 +7,63 @@ written, so a busy page never slows training noticeably.
 
 Routes: ``GET /``, ``GET /config``, ``GET /api/status``, ``GET /api/stats``, ``GET /events``
 (Server-Sent Events), ``GET /api/config``, ``POST /api/config``, ``POST /api/action``.
-Security: loopback by default, Host allow-list, per-run token header on POSTs, JSON only,
-body size cap, socket timeouts, strict CSP, ``X-Frame-Options: DENY``, ``no-store``.
+
+Security (Jupyter's model of a local web UI): every route needs the per-run token, the page
+included. :attr:`MonitorServer.login_url` carries it once; the server turns it into an
+HttpOnly, SameSite=Strict cookie and sends the browser to the page without it. The token is
+also written to a file readable by its owner only (``token_file``). Loopback by default,
+``Host`` checked against the allowed names and the served port, JSON only, bounded bodies,
+connections and header read time, strict CSP and the other security headers on every reply.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import ipaddress
-import json
 import logging
+import os
+import re
 import secrets
+import socket
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from http.server import ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from vsrkit._system import process_rss_gib
 from vsrkit.errors import VsrkitError
-from vsrkit.monitor._http import MonitorHandler
+from vsrkit.monitor._http import MonitorHandler, busy_reply, encode_json
 from vsrkit.monitor._page import Page
 from vsrkit.monitor.actions import ActionQueue
 from vsrkit.monitor.sources import config_view, read_snapshot, submit_config
 from vsrkit.monitor.status import status_document
 
-__all__ = ["TOKEN_HEADER", "MonitorPortError", "MonitorServer", "MonitorServerError"]
+__all__ = [
+    "TOKEN_HEADER",
+    "MonitorPortError",
+    "MonitorServer",
+    "MonitorServerError",
+    "write_secret",
+]
 
 logger = logging.getLogger(__name__)
 
-#: Request header that carries the per-run token on ``POST`` requests.
+#: Request header that carries the per-run token (scripts; the page uses a cookie).
 TOKEN_HEADER = "X-Vsrkit-Token"
 
 _LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+#: ``name``, ``name:port``, ``[v6]`` or ``[v6]:port``; nothing else is a Host header here.
+_HOST_HEADER = re.compile(
+    r"(?:\[(?P<v6>[0-9A-Fa-f:.]{2,45})\]|(?P<name>[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?))"
+    r"(?::(?P<port>[0-9]{1,5}))?"
+)
+_TOKEN_CHARS = re.compile(r"[A-Za-z0-9_-]{16,256}")
+#: Seconds between two touches of the token file (the run's heartbeat for ``vsrkit monitor``).
+HEARTBEAT_S = 30.0
 
 
 class MonitorServerError(VsrkitError):
@@ -61,6 +84,90 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _host_name(value: str) -> str:
+    """Canonical form of an allowed host name (lower case; IPv6 compressed, no brackets)."""
+    name = value.strip().lower().strip("[]")
+    try:
+        return ipaddress.IPv6Address(name).compressed
+    except ValueError:
+        return name
+
+
+def write_secret(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to ``path`` readable and writable by its owner only (mode 0600).
+
+    The file is created under a temporary name with ``O_EXCL`` (never through a planted
+    link), synced, then renamed over ``path``: a reader sees the old or the new file whole.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(tmp, flags | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, text.encode("utf-8"))
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink()
+        raise
+    os.close(fd)
+    os.replace(tmp, path)
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    """A thread per connection, at most ``max_connections`` of them (more: 503 at once)."""
+
+    daemon_threads = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], handler: type, monitor: MonitorServer) -> None:
+        self.monitor = monitor
+        self.active = 0
+        self._active_lock = threading.Lock()
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._active_lock:
+            full = self.active >= self.monitor.max_connections
+            if not full:
+                self.active += 1
+        if full:  # answered here, without a thread: the cost of a flood stays bounded
+            self.monitor.refused_connections += 1
+            with contextlib.suppress(OSError):
+                request.setblocking(False)
+                with contextlib.suppress(OSError):
+                    request.recv(65536)  # what arrived already, so the close is not a reset
+                request.send(busy_reply(self.monitor.page.csp))
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except Exception:  # no thread could be started: free the slot, drop the connection
+            self._release()
+            self.shutdown_request(request)
+            logger.warning("monitor: cannot start a thread for a connection", exc_info=True)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        with self._active_lock:
+            self.active -= 1
+
+    def service_actions(self) -> None:  # called by serve_forever about every 0.2 s
+        self.monitor._beat()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        logger.debug("monitor: connection from %s failed", client_address, exc_info=True)
 
 
 class _History:
@@ -117,31 +224,46 @@ class MonitorServer:
         config: A ``RuntimeConfigManager`` (``current``, ``submit``), or ``None``.
         host: Address to bind. Anything but loopback needs ``allow_remote=True``.
         port: TCP port; ``0`` picks a free one (read it back from :attr:`port`).
-        token: Per-run secret required in the ``X-Vsrkit-Token`` header of every POST
-            (the served page carries it); random when ``None``.
+        token: Per-run secret every request must carry (16-256 characters of
+            ``A-Z a-z 0-9 _ -``); random when ``None``.
+        token_file: Where to write the token, readable by its owner only (mode 0600);
+            removed again by :meth:`stop`. While serving, its modification time is touched
+            every 30 s: ``vsrkit monitor`` reads it as the run's heartbeat.
         allow_remote: Permit a non-loopback ``host`` (logs a warning).
-        allowed_hosts: Extra names accepted in the ``Host`` header (DNS-rebinding guard).
+        allowed_hosts: Extra names accepted in the ``Host`` header (DNS-rebinding guard);
+            the header's port must be the served one in every case.
         stats: Callable returning the full statistics document for ``/api/stats``;
             default: the snapshot's fields with their ``measured_at_step``.
         extra: Callable returning more keys merged into the status document
             (``vsrkit monitor`` adds the run folder's history this way).
+        heartbeat: Callable returning the seconds since the run last showed life (None:
+            unknown); with ``stale_after`` it turns a run that died into "stopped".
+        stale_after: Seconds without a heartbeat after which the run counts as stopped.
         max_rate: Build the status document at most this many times per second.
         sse_interval: Seconds between two checks for a new document on ``/events``.
         max_body: Largest accepted request body in bytes (larger: 413).
         max_streams: Most concurrent ``/events`` streams (more: 503, the page polls instead).
+        max_connections: Most open connections; one more is answered 503 by the accepting
+            thread and closed, without a thread of its own.
         max_request_rate: Requests per second the server answers, all clients together;
             beyond it requests wait their turn (sleeping, without the GIL), so a flood of
-            clients costs training a bounded share of the CPU. ``None``: no pacing.
-        request_timeout: Socket timeout of a connection in seconds.
+            clients costs training a bounded share of the CPU. Only requests that passed
+            the Host and token checks wait. ``None``: no pacing.
+        request_timeout: Socket timeout of a connection in seconds (reads and writes).
+        header_timeout: Seconds a client has to send a whole request (line, headers and
+            body) after the connection or the previous reply; then it is closed.
         history: Most points of the loss chart; the whole run is kept at a coarser step
             when it is full (and the latest validations, as many).
         read_only_note: Text shown on the page when actions are disabled.
 
+    Thread-safety: :meth:`start` and :meth:`stop` from one thread; everything the handler
+    threads touch is either immutable, guarded by a lock, or a single attribute swap.
+
     Example:
         >>> q = ActionQueue()
         >>> with MonitorServer(snapshot=lambda: {"step_current": 3}, actions=q, port=0) as srv:
-        ...     srv.status_document()["iteration"]
-        3
+        ...     srv.status_document()["iteration"], "?token=" in srv.login_url
+        (3, True)
     """
 
     def __init__(
@@ -153,16 +275,21 @@ class MonitorServer:
         host: str = "127.0.0.1",
         port: int = 5050,
         token: str | None = None,
+        token_file: str | os.PathLike[str] | None = None,
         allow_remote: bool = False,
         allowed_hosts: Iterable[str] = (),
         stats: Callable[[], Mapping[str, Any]] | None = None,
         extra: Callable[[], Mapping[str, Any]] | None = None,
+        heartbeat: Callable[[], float | None] | None = None,
+        stale_after: float = 300.0,
         max_rate: float = 5.0,
         sse_interval: float = 1.0,
         max_body: int = 16 * 1024,
         max_streams: int = 16,
+        max_connections: int = 64,
         max_request_rate: float | None = 50.0,
         request_timeout: float = 10.0,
+        header_timeout: float = 10.0,
         history: int = 500,
         read_only_note: str = "Read-only: actions are disabled.",
     ) -> None:
@@ -171,54 +298,82 @@ class MonitorServer:
                 f"monitor host {host!r} is not a loopback address: pass allow_remote=True "
                 "(CLI: --allow-remote) to serve it beyond this machine"
             )
-        if max_rate <= 0:
-            raise ValueError(f"max_rate must be > 0, got {max_rate}")
+        if token is not None and not _TOKEN_CHARS.fullmatch(token):
+            raise MonitorServerError(
+                "monitor token must be 16-256 characters of A-Z a-z 0-9 _ - "
+                f"(got {len(token)} characters)"
+            )
+        for name, value in (
+            ("max_rate", max_rate),
+            ("max_connections", max_connections),
+            ("request_timeout", request_timeout),
+            ("header_timeout", header_timeout),
+            ("stale_after", stale_after),
+        ):
+            if not value > 0:
+                raise MonitorServerError(f"{name} must be > 0, got {value}")
+        if max_request_rate is not None and max_request_rate <= 0:
+            raise MonitorServerError(
+                f"max_request_rate must be > 0 or None, got {max_request_rate}"
+            )
         self.snapshot, self.actions, self.config = snapshot, actions, config
         self.host, self._requested_port = host, int(port)
         self.token = token or secrets.token_urlsafe(24)
+        self.token_file = Path(token_file) if token_file is not None else None
+        self.token_file_written = False
         self.allow_remote = allow_remote
-        self.allowed_hosts = {h.lower().strip("[]") for h in (*_LOOPBACK_NAMES, host)}
-        self.allowed_hosts |= {h.lower().strip("[]") for h in allowed_hosts}
-        self._stats, self._extra = stats, extra
+        names = (*_LOOPBACK_NAMES, host, *allowed_hosts)
+        self.allowed_hosts = {_host_name(h) for h in names if h.strip()}
+        self._stats, self._extra, self._heartbeat = stats, extra, heartbeat
+        self.stale_after = float(stale_after)
         self.min_interval = 1.0 / max_rate
         self.sse_interval = sse_interval
         self.max_body, self.max_streams = max_body, max_streams
-        if max_request_rate is not None and max_request_rate <= 0:
-            raise ValueError(f"max_request_rate must be > 0 or None, got {max_request_rate}")
+        self.max_connections = int(max_connections)
         self._pace_interval = 0.0 if max_request_rate is None else 1.0 / max_request_rate
         self._next_slot = 0.0
         self._pace_lock = threading.Lock()
-        self.request_timeout = request_timeout
+        self.request_timeout = float(request_timeout)
+        self.header_timeout = float(header_timeout)
         self.read_only_note = read_only_note
         self.page = Page()
         self.stopping = threading.Event()
         self.streams = 0
+        self.refused_connections = 0  # answered 503 because max_connections were open
         self._streams_lock = threading.Lock()
         self._history = _History(history)
         self._cache: tuple[float, bytes, dict[str, Any]] | None = None
         self._cache_lock = threading.Lock()
-        self._httpd: ThreadingHTTPServer | None = None
+        self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._last_beat = 0.0
         self.builds = 0  # how many times the status document was built (benchmarks read it)
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> MonitorServer:
-        """Bind and serve in a daemon thread; returns ``self``."""
+        """Bind, write the token file, serve in a daemon thread; returns ``self``.
+
+        Raises:
+            MonitorPortError: The address cannot be bound.
+
+        A token file that cannot be written costs a warning (the token is still in
+        :attr:`login_url`), never the server.
+        """
         if self._httpd is not None:
             return self
         handler = type(
             "BoundHandler", (MonitorHandler,), {"monitor": self, "timeout": self.request_timeout}
         )
         try:
-            httpd = ThreadingHTTPServer((self.host, self._requested_port), handler)
+            httpd = _HTTPServer((self.host, self._requested_port), handler, self)
         except OSError as exc:
             raise MonitorPortError(
-                f"cannot serve the monitor on {self.host}:{self._requested_port}: {exc.strerror}"
-                " (choose another port)"
+                f"cannot serve the monitor on {self.host}:{self._requested_port}: "
+                f"{exc.strerror or exc} (choose another port)"
             ) from exc
-        httpd.daemon_threads = True
         self._httpd = httpd
         self.stopping.clear()
+        self._write_token_file()
         self._thread = threading.Thread(
             target=httpd.serve_forever,
             kwargs={"poll_interval": 0.2},
@@ -228,15 +383,16 @@ class MonitorServer:
         self._thread.start()
         if not _is_loopback(self.host):
             logger.warning(
-                "monitor serves on %s beyond this machine: anyone who reaches it can read the "
-                "run; actions still need the token",
+                "monitor serves on %s beyond this machine: anyone who reaches it can try; "
+                "every request still needs the token",
                 self.url,
             )
-        logger.info("monitor: %s", self.url)
+        where = f" (token in {self.token_file})" if self.token_file_written else ""
+        logger.info("monitor: %s%s", self.url, where)
         return self
 
     def stop(self) -> None:
-        """Stop serving and close the socket (open ``/events`` streams end within a second)."""
+        """Stop serving, close the socket, remove the token file (streams end within 1 s)."""
         httpd, self._httpd = self._httpd, None
         if httpd is None:
             return
@@ -245,12 +401,46 @@ class MonitorServer:
         httpd.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if self.token_file_written and self.token_file is not None:
+            with contextlib.suppress(OSError):
+                if self.token_file.read_text(encoding="utf-8").strip() == self.token:
+                    self.token_file.unlink()
+            self.token_file_written = False
 
     def __enter__(self) -> MonitorServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def _write_token_file(self) -> None:
+        if self.token_file is None:
+            return
+        try:
+            write_secret(self.token_file, self.token + "\n")
+        except OSError as exc:
+            logger.warning(
+                "monitor: cannot write the token file %s (%s); the token is only in the "
+                "URL printed at start",
+                self.token_file,
+                exc.strerror or exc,
+            )
+            return
+        self.token_file_written = True
+        self._last_beat = time.monotonic()
+
+    def _beat(self) -> None:
+        """Touch the token file every :data:`HEARTBEAT_S` seconds (the run's heartbeat)."""
+        if not self.token_file_written or self.token_file is None:
+            return
+        now = time.monotonic()
+        if now - self._last_beat < HEARTBEAT_S:
+            return
+        self._last_beat = now
+        try:
+            os.utime(self.token_file, follow_symlinks=False)
+        except OSError as exc:
+            logger.debug("monitor: cannot touch %s (%s)", self.token_file, exc)
 
     @property
     def port(self) -> int:
@@ -261,9 +451,32 @@ class MonitorServer:
 
     @property
     def url(self) -> str:
-        """``http://host:port/`` of the page."""
+        """``http://host:port/`` of the page (without the token: see :attr:`login_url`)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}/"
+
+    @property
+    def login_url(self) -> str:
+        """The page's URL with ``?token=``: opening it once in a browser logs it in."""
+        return f"{self.url}?token={self.token}"
+
+    @property
+    def cookie_name(self) -> str:
+        """Name of the token cookie (cookies ignore ports, so the port is in the name)."""
+        return f"vsrkit_token_{self.port}"
+
+    @property
+    def token_hint(self) -> str:
+        """What a request without the token is told (the 403 body)."""
+        where = (
+            f"or read it from the file {self.token_file.name} in the run folder (its owner only)"
+            if self.token_file is not None
+            else "or ask whoever started it"
+        )
+        return (
+            "this monitor needs its token: open the URL printed when it started (it ends in "
+            f"?token=...), {where}; scripts send it in the X-Vsrkit-Token header"
+        )
 
     @property
     def read_only(self) -> bool:
@@ -275,7 +488,11 @@ class MonitorServer:
         """Build the ``/api/status`` document now (uncached)."""
         values, measured = read_snapshot(self.snapshot)
         self._history.observe(values, measured)
-        doc = status_document(values, measured_at_step=measured)
+        age = self._heartbeat() if self._heartbeat is not None else None
+        doc = status_document(
+            values, measured_at_step=measured, heartbeat_age=age, stale_after=self.stale_after
+        )
+        doc["heartbeat_age_s"] = age
         doc["loss_history"] = [list(p) for p in self._history.loss]
         doc["validation_history"] = list(self._history.validations)
         doc["actions"] = {
@@ -304,7 +521,7 @@ class MonitorServer:
             if cache is not None and time.monotonic() - cache[0] < self.min_interval:
                 return cache[1], cache[2]
             doc = self.status_document()
-            body = json.dumps(doc, allow_nan=False, default=str).encode("utf-8")
+            body = encode_json(doc)
             self._cache = (time.monotonic(), body, doc)
         return body, doc
 
@@ -313,18 +530,26 @@ class MonitorServer:
 
         Same keys as a ``Statistik`` file: each seed field (``null`` when never measured, the
         reason in ``missing_reasons``), ``measured_at_step`` and ``schema_version``; a
-        ``stats`` callable given to the constructor replaces this.
+        ``stats`` callable given to the constructor replaces this. A number JSON cannot
+        hold (``NaN``) is ``null`` with its reason.
         """
+        from vsrkit.monitor.status import finite_json
+
         if self._stats is not None:
             return dict(self._stats())
         from vsrkit.stats.fields import STAT_FIELDS
         from vsrkit.stats.schema import SCHEMA_VERSION
 
         values, measured = read_snapshot(self.snapshot)
+        why: dict[str, str] = {}
+        values = finite_json(values, why)
         doc: dict[str, Any] = {name: values.get(name) for name in STAT_FIELDS}
         doc.update({k: v for k, v in values.items() if k not in doc})
         doc["measured_at_step"] = {name: measured.get(name) for name in STAT_FIELDS}
-        doc["missing_reasons"] = {n: "never measured" for n in STAT_FIELDS if n not in values}
+        reasons = {n: "never measured" for n in STAT_FIELDS if n not in values}
+        for path, text in why.items():
+            reasons[re.split(r"[.\[]", path, maxsplit=1)[0]] = text
+        doc["missing_reasons"] = reasons
         doc["schema_version"] = SCHEMA_VERSION
         return doc
 
@@ -338,20 +563,37 @@ class MonitorServer:
         """Send ``patch`` to the config manager's ``submit`` (source ``"web"``)."""
         return submit_config(self.config, patch, source="web")
 
+    # -- checks (called by the handler threads) ---------------------------------------------
     def check_host(self, host_header: str | None) -> bool:
-        """True when the ``Host`` header names this server (DNS-rebinding guard)."""
+        """True when ``Host`` is exactly an allowed name with the served port.
+
+        ``name:port`` or ``[v6]:port``; the port may be left out only when serving on 80.
+        Anything else (``[127.0.0.1]``, ``[::1]evil.com``, a trailing dot, another port,
+        user info, spaces) is refused.
+        """
         if not host_header:
             return False
-        host = host_header.strip().lower()
-        if host.startswith("["):
-            host = host[1 : host.find("]")] if "]" in host else host
-        elif host.count(":") == 1:
-            host = host.split(":", 1)[0]
-        return host in self.allowed_hosts
+        match = _HOST_HEADER.fullmatch(host_header)
+        if match is None:
+            return False
+        port = match["port"]
+        if (int(port) if port is not None else 80) != self.port:
+            return False
+        if match["v6"] is not None:
+            try:
+                name = ipaddress.IPv6Address(match["v6"]).compressed
+            except ValueError:
+                return False
+        else:
+            name = match["name"].lower()
+        return name in self.allowed_hosts
 
     def check_token(self, value: str | None) -> bool:
         """Constant-time comparison with the per-run token."""
-        return value is not None and hmac.compare_digest(value.encode(), self.token.encode())
+        if value is None:
+            return False
+        given = value.encode("utf-8", "surrogateescape")
+        return hmac.compare_digest(given, self.token.encode("ascii"))
 
     def pace(self) -> bool:
         """Wait for this request's turn under ``max_request_rate``.

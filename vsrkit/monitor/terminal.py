@@ -21,6 +21,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any, TextIO
 
+from vsrkit._text import printable
 from vsrkit.monitor.actions import ActionQueue
 from vsrkit.monitor.sources import config_view, read_snapshot, submit_config
 from vsrkit.monitor.status import LOSS_TERMS, status_document
@@ -58,7 +59,7 @@ def _fit(segments: list[Segment], width: int, color: bool) -> str:
     for text, name in segments:
         if left <= 0:
             break
-        text = text[:left]
+        text = printable(text, None)[:left]  # a layer or key name cannot move the cursor
         left -= len(text)
         code = _COLORS.get(name, "") if color else ""
         out.append(f"{code}{text}{_RESET}" if code else text)
@@ -154,21 +155,23 @@ def render_panel(doc: Mapping[str, Any], width: int, *, color: bool = True) -> l
             ]
         )
     peak = doc.get("peak_activity")
+    full = float((doc.get("activity_scale") or {}).get("full") or 2.0)  # the page's scale
     if peak:
         head = f"peak {peak['layer']} {peak['value']:.3f} "
         cells = max(1, min(40, width - len(head) - 2))
-        rows.append(
-            [(head, _BAND[peak["level"]]), ("[", ""), *_bar(peak["value"], cells), ("]", "")]
-        )
+        band = _BAND.get(peak.get("level") or "", "")
+        rows.append([(head, band), ("[", ""), *_bar(peak["value"], cells, full), ("]", "")])
         if peak.get("warning"):
             rows.append([("  " + peak["warning"], "red" if peak["value"] > 2.0 else "yellow")])
     for name, label in (("backward", "Backward"), ("forward", "Forward "), ("fusion", "Fusion  ")):
         s = (doc.get("streams") or {}).get(name) or {}
         if s.get("average") is None:
             continue
-        tail = f" {s['average']:.1f}% ({s['layers']})"  # percent of the peak layer
+        unit = "%" if full == 100.0 else ""  # a percent map without the peak's raw value
+        tail = f" {s['average']:.3g}{unit} ({s['layers']})"
         cells = max(1, min(20, width - len(label) - len(tail) - 1))
-        rows.append([(label + " ", ""), *_bar(s["average"], cells, 100.0, "cyan"), (tail, "")])
+        band = _BAND.get(s.get("level") or "", "cyan")
+        rows.append([(label + " ", ""), *_bar(s["average"], cells, full, band), (tail, "")])
     rows.append([("keys: v validate  p pause/resume  c settings  q save+stop", "dim")])
     return [_fit(r, width, color) for r in rows]
 

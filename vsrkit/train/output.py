@@ -81,10 +81,15 @@ def start_monitor(
     actions: ActionQueue,
     progress: ProgressLine,
 ) -> Any:
-    """Start the web monitor on rank 0; a busy port costs a warning, never the run."""
+    """Start the web monitor on rank 0; a busy port costs a warning, never the run.
+
+    Prints the page's URL with its access token on the console only (never in
+    ``training.log``); the token is also in ``<run>/monitor_token``, readable by its owner.
+    """
     if not (cfg.monitor and ctx.is_main):
         return None
     from vsrkit.monitor import MonitorServer
+    from vsrkit.monitor.runfolder import HEARTBEAT_FILE
 
     try:
         server = MonitorServer(
@@ -93,9 +98,12 @@ def start_monitor(
             config=runtime,
             host=cfg.monitor_host,
             port=cfg.monitor_port,
+            token_file=Path(runtime.run_dir) / HEARTBEAT_FILE,
             allow_remote=cfg.allow_remote_monitor,
         )
         server.start()
+        where = f"token also in {server.token_file}" if server.token_file_written else ""
+        progress.message(f"monitor: {server.login_url}" + (f"  ({where})" if where else ""))
     except (OSError, VsrkitError) as exc:
         logger.warning(
             "monitor not started on port %d: %s (use --monitor-port or --no-monitor)",

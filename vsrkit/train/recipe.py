@@ -40,7 +40,7 @@ from vsrkit.checkpoint import (
 )
 from vsrkit.config import RuntimeConfigManager
 from vsrkit.errors import VsrkitError
-from vsrkit.monitor.actions import ActionQueue
+from vsrkit.monitor.actions import ActionQueue, pause_state
 from vsrkit.stats import DeferredStatsWriter, LossAccumulator, MetricsSnapshot, TensorBoardLogger
 from vsrkit.stats.fields import VALIDATION_FIELDS
 from vsrkit.train.config import TrainConfig
@@ -450,7 +450,7 @@ def train(cfg: TrainConfig, *, stream: TextIO | None = None) -> TrainResult:
             # ---- monitor actions and stop signals (the same on every rank) ----------------
             commands = ctx.agreed_commands(actions, step, cadence["log_every"])
             wants_stop = ctx.agreed_stop(stop.requested, step, cadence["log_every"])
-            if "pause" in commands and not wants_stop:
+            if pause_state(commands, False) and not wants_stop:  # last pause/resume wins
                 paused = True
                 snapshot.update(step, training_paused=True)
                 logger.info("paused at step %d", step)
@@ -458,7 +458,7 @@ def train(cfg: TrainConfig, *, stream: TextIO | None = None) -> TrainResult:
                     time.sleep(0.2)
                     more = ctx.agreed_commands(actions, step, 1)
                     commands += more
-                    paused = not ({"resume", "stop"} & set(more))
+                    paused = pause_state(more, True) and "stop" not in more
                     wants_stop = ctx.agreed_stop(stop.requested, step, 1)
                 snapshot.update(step, training_paused=False)
                 logger.info("resumed at step %d", step)
