@@ -262,7 +262,10 @@ def test_the_web_monitor_serves_the_figures():
     server = MonitorServer(snapshot=MetricsSnapshot(), actions=None, extra=mon.status, port=0)
     server.start()
     try:
-        with urllib.request.urlopen(server.url.rstrip("/") + "/api/status", timeout=10) as r:
+        req = urllib.request.Request(
+            server.url + "api/status", headers={"X-Vsrkit-Token": server.token}
+        )
+        with urllib.request.urlopen(req, timeout=10) as r:
             doc = json.loads(r.read())
     finally:
         server.stop()
