@@ -30,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "stats": ("vsrkit.cli.stats", "stats", "Read, export, compare and plot Statistik files."),
     "data": ("vsrkit.cli.data", "data", "Look at the training data."),
     "monitor": ("vsrkit.cli.monitor", "monitor", "Serve the monitor page for a run folder."),
+    "eval": ("vsrkit.cli.infer", "eval_cmd", "Score a trained model: PSNR/SSIM vs bicubic."),
+    "upscale": ("vsrkit.cli.infer", "upscale", "Upscale frames or a video with a trained model."),
 }
 
 

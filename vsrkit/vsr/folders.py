@@ -5,6 +5,10 @@ REDS-style layout (``LR`` optional: without it frames are degraded on the fly)::
     ROOT/GT/<clip>/<frame>.png      e.g. GT/000/00000000.png
     ROOT/LR/<clip>/<frame>.png      same names, 1/scale the size
 
+Vid4 as BasicSR lays it out is the same with ``BIx4`` (or ``BDx4``) in place of ``LR``: the
+folder named after the degradation and scale is used when there is no ``LR``. Frames are
+ordered by the numbers in their names (:func:`natural_key`: ``2.png`` before ``10.png``).
+
 Vimeo-90K layout (``sequences_lr`` optional)::
 
     ROOT/sequences/<group>/<seq>/im1.png ... im7.png
@@ -20,6 +24,7 @@ pure function of ``(seed, epoch, index)``; call :meth:`set_epoch` each epoch for
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,6 +39,7 @@ from vsrkit.vsr.synthetic import SPLITS, SyntheticVideoDataset, as_size
 
 __all__ = [
     "REDS4_CLIPS",
+    "natural_key",
     "DatasetLayoutError",
     "REDSDataset",
     "Vimeo90KDataset",
@@ -66,8 +72,20 @@ def load_frame(path: Path) -> Tensor:
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float() / 255.0
 
 
+def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key that orders the numbers inside a name by value (``f2`` before ``f10``).
+
+    Example:
+        >>> sorted(["f10.png", "f2.png", "f1.png"], key=natural_key)
+        ['f1.png', 'f2.png', 'f10.png']
+    """
+    parts = re.split(r"(\d+)", name)
+    return tuple((0, int(p)) if p.isdigit() else (1, p.lower()) for p in parts if p)
+
+
 def _frames_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in _EXTS)
+    frames = (p for p in folder.iterdir() if p.suffix.lower() in _EXTS)
+    return sorted(frames, key=lambda p: natural_key(p.name))
 
 
 class _ClipDataset(Dataset):
@@ -203,6 +221,8 @@ class REDSDataset(_ClipDataset):
     ) -> None:
         root = Path(root)
         gt_root, lr_root = root / "GT", root / "LR"
+        if not lr_root.is_dir() and (root / f"{degradation}x{scale}").is_dir():
+            lr_root = root / f"{degradation}x{scale}"  # Vid4 as BasicSR lays it out
         _require_dir(gt_root, REDS_LAYOUT)
         names = sorted(p.name for p in gt_root.iterdir() if p.is_dir())
         if not names:
@@ -224,7 +244,7 @@ class REDSDataset(_ClipDataset):
                 missing = [p for p in lr_frames if not p.is_file()]
                 if missing:
                     raise DatasetLayoutError(
-                        f"{missing[0]} is missing: LR/ must mirror GT/ ({REDS_LAYOUT})"
+                        f"{missing[0]} is missing: {lr_root.name}/ must mirror GT/ ({REDS_LAYOUT})"
                     )
             clips.append((gt_frames, lr_frames))
         super().__init__(

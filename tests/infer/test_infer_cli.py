@@ -1,0 +1,264 @@
+"""``vsrkit eval`` and ``vsrkit upscale`` through the real command line: outputs, a killed run
+continued with --skip-existing, and one line with a documented exit code for every bad input."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from tests.infer.conftest import child_env
+from vsrkit.cli import cli
+from vsrkit.infer import load_model, read_frame, write_png
+from vsrkit.vsr import SyntheticVideoDataset, build_model
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    return result.exit_code, result.output
+
+
+def one_line_error(output: str) -> str:
+    assert "Traceback" not in output
+    lines = [ln for ln in output.splitlines() if ln.startswith("Error")]
+    assert len(lines) == 1, output
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def lr_frames(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Twelve LR frames named 1.png ... 12.png (string order would put 10 after 1)."""
+    folder = tmp_path_factory.mktemp("lr")
+    lrs, _ = SyntheticVideoDataset(num_clips=1, num_frames=12, lr_size=(10, 14), seed=5)[0]
+    for i, frame in enumerate(lrs, 1):
+        write_png(folder / f"{i}.png", frame)
+    return folder
+
+
+def test_eval_prints_a_table_and_writes_json_and_csv(trained_run: Path, tmp_path: Path) -> None:
+    code, out = run(
+        "eval",
+        trained_run,
+        "--which",
+        "best",
+        "--out",
+        tmp_path / "r.json",
+        "--csv",
+        tmp_path / "r.csv",
+        "--save-frames",
+        tmp_path / "frames",
+    )
+    assert code == 0, out
+    assert "synthetic_00" in out and "bicubic PSNR" in out and "mean" in out
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["step"] in (5, 10) and doc["model"] == "tiny" and doc["channel"] == "y"
+    assert [c["name"] for c in doc["clips"]] == ["synthetic_00", "synthetic_01"]
+    assert f"{doc['mean']['psnr']:.3f}" in out
+    rows = (tmp_path / "r.csv").read_text().splitlines()
+    assert rows[0] == "clip,frames,psnr,ssim,bicubic_psnr,bicubic_ssim" and len(rows) == 4
+    assert len(list((tmp_path / "frames").rglob("*.png"))) == 2 * 3
+
+
+def test_upscale_a_folder_gives_the_whole_clip_output_in_natural_order(
+    trained_run: Path, lr_frames: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    code, text = run("upscale", trained_run, lr_frames, out, "--host-budget-gb", "0")
+    assert code == 0, text
+    assert "upscaled 12 frame(s) (14x10 -> 56x40)" in text
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{i}.png" for i in range(1, 13))
+    model = load_model(trained_run, device="cpu")
+    clip = torch.stack([read_frame(lr_frames / f"{i}.png") for i in range(1, 13)]).float() / 255
+    with torch.no_grad():
+        ref = (model(clip[None])[0].clamp(0, 1) * 255).round()
+    got = torch.stack([read_frame(out / f"{i}.png") for i in range(1, 13)]).float()
+    assert float((got - ref).abs().max()) <= 1.0  # 8-bit rounding of equal values, at most
+
+
+def test_a_killed_upscale_continues_with_skip_existing(trained_run: Path, tmp_path: Path) -> None:
+    frames = tmp_path / "in"
+    lrs, _ = SyntheticVideoDataset(num_clips=1, num_frames=120, lr_size=(24, 32), seed=1)[0]
+    frames.mkdir()
+    for i, frame in enumerate(lrs):
+        write_png(frames / f"{i:04d}.png", frame)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "vsrkit", "upscale", str(trained_run), str(frames), str(out)]
+    proc = subprocess.Popen(cmd, env=child_env(), stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if out.is_dir() and len(list(out.glob("*.png"))) >= 5:
+                break
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")}
+    assert 5 <= len(before) < 120  # killed midway
+
+    code, text = run("upscale", trained_run, frames, out)  # refuses to mix without a flag
+    assert code == 2 and "--skip-existing" in one_line_error(text)
+    code, text = run("upscale", trained_run, frames, out, "--skip-existing")
+    assert code == 0, text
+    assert f"{len(before)} already there" in text
+    assert sorted(p.name for p in out.iterdir()) == [f"{i:04d}.png" for i in range(120)]
+    for name, mtime in before.items():  # the frames of the first run were kept as they were
+        assert (out / name).stat().st_mtime_ns == mtime
+    clean = tmp_path / "clean"
+    assert run("upscale", trained_run, frames, clean)[0] == 0
+    for i in range(120):
+        name = f"{i:04d}.png"
+        assert torch.equal(read_frame(out / name), read_frame(clean / name)), name
+
+
+def test_overwrite_replaces_and_a_finished_output_is_skipped(
+    trained_run: Path, lr_frames: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    assert run("upscale", trained_run, lr_frames, out)[0] == 0
+    code, text = run("upscale", trained_run, lr_frames, out, "--skip-existing")
+    assert code == 0 and "upscaled 0 frame(s)" in text and "12 already there" in text
+    code, text = run(
+        "upscale",
+        trained_run,
+        lr_frames,
+        out,
+        "--overwrite",
+        "--tile",
+        "8",
+        "8",
+        "--tile-overlap",
+        "2",
+    )
+    assert code == 0 and "upscaled 12 frame(s)" in text
+
+
+def test_a_folder_of_clips_mirrors_its_clips(trained_run: Path, tmp_path: Path) -> None:
+    root = tmp_path / "reds"
+    for clip in ("000", "011"):
+        (root / "LR" / clip).mkdir(parents=True)
+        for i in range(3):
+            write_png(root / "LR" / clip / f"{i:08d}.png", torch.rand(3, 8, 8))
+    code, text = run("upscale", trained_run, root, tmp_path / "out", "--segment", "2")
+    assert code == 0, text
+    assert "of 2 clip(s)" in text
+    assert sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*")) == [
+        "000",
+        *(f"000/{i:08d}.png" for i in range(3)),
+        "011",
+        *(f"011/{i:08d}.png" for i in range(3)),
+    ]
+
+
+def bad_inputs(tmp: Path, run_dir: Path, lr: Path) -> list[tuple[list[object], int, str]]:
+    """(arguments, exit code, text the one line must hold) for every bad input of the issue."""
+    empty = tmp / "empty"
+    empty.mkdir()
+    mixed = tmp / "mixed"
+    mixed.mkdir()
+    write_png(mixed / "1.png", torch.rand(3, 8, 8))
+    write_png(mixed / "2.png", torch.rand(3, 8, 9))
+    bare = tmp / "bare.pth"
+    torch.save(build_model("tiny").state_dict(), bare)
+    garbage = tmp / "garbage.pth"
+    garbage.write_bytes(b"\x00" * 100)
+    video = tmp / "broken.mp4"
+    video.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 500)
+    data = tmp / "data"
+    for i in range(2):
+        (data / "GT" / "c").mkdir(parents=True, exist_ok=True)
+        (data / "LR" / "c").mkdir(parents=True, exist_ok=True)
+        write_png(data / "GT" / "c" / f"{i}.png", torch.rand(3, 44, 44))
+        write_png(data / "LR" / "c" / f"{i}.png", torch.rand(3, 12, 12))
+    out = tmp / "out"
+    return [
+        (["upscale", run_dir, empty, out], 1, "no frames (.png, .jpg, .jpeg) and no clip folders"),
+        (["upscale", run_dir, mixed, out], 1, "2.png is 8x9 (h x w), but 1.png is 8x8"),
+        (["upscale", run_dir, video, tmp / "v.mp4"], 1, "broken.mp4: not a readable video"),
+        (["upscale", bare, lr, out], 1, "no model config in the checkpoint"),
+        (["upscale", garbage, lr, out], 1, "garbage.pth: not a readable checkpoint"),
+        (["eval", run_dir, "--data", data], 1, "LR is 12x12, GT 44x44; expected GT 48x48"),
+        (
+            ["upscale", run_dir, lr, out, "--tile", "8", "8", "--tile-overlap", "8"],
+            2,
+            "must be larger than the overlap",
+        ),
+        (["upscale", run_dir, lr, lr / "sub"], 2, "is inside the input folder"),
+        (["upscale", run_dir, lr, out, "--half", "--device", "cpu"], 2, "needs CUDA"),
+        (["upscale", run_dir, lr, out, "--skip-existing", "--overwrite"], 2, "exclude each other"),
+        (["upscale", run_dir, tmp / "nope", out], 2, "does not exist"),
+        (["upscale", run_dir, bare, out], 2, "is not a folder or a video"),
+        (["upscale", run_dir, lr, out, "--which", "newest"], 2, "latest, best or a step"),
+        (["upscale", run_dir, lr, out, "--which", "7"], 1, "no valid checkpoint at step 7"),
+        (["eval", run_dir, "--data", tmp / "nope"], 2, "is not a folder"),
+        (["eval", run_dir, "--out", tmp / "no" / "r.json"], 2, "does not exist"),
+        (["eval", run_dir, "--crop-border", "20"], 1, "leaves nothing"),
+    ]
+
+
+def test_every_bad_input_is_one_line_with_its_exit_code(
+    trained_run: Path, lr_frames: Path, tmp_path: Path
+) -> None:
+    for args, code, needle in bad_inputs(tmp_path, trained_run, lr_frames):
+        got, output = run(*args)
+        line = one_line_error(output)
+        assert (got, needle in line) == (code, True), (args, output)
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("*.png"))
+
+
+def test_a_bad_input_in_a_real_process_prints_no_traceback(
+    trained_run: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "empty").mkdir()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vsrkit",
+            "upscale",
+            str(trained_run),
+            str(tmp_path / "empty"),
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"Error: {tmp_path / 'empty'}: no frames (.png, .jpg, .jpeg) and no clip folders in it"
+    ]
+
+
+def test_a_bare_state_dict_runs_with_its_preset(lr_frames: Path, tmp_path: Path) -> None:
+    bare = tmp_path / "bare.pth"
+    torch.save(build_model("tiny").state_dict(), bare)
+    code, text = run("upscale", bare, lr_frames, tmp_path / "out", "--preset", "tiny", "-q")
+    assert code == 0, text
+    assert "state dict" not in text and "bare.pth" in text
+
+
+def test_help_lists_the_commands_without_importing_torch() -> None:
+    code = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from vsrkit.cli import cli\n"
+        "for c in ('eval', 'upscale'):\n"
+        "    r = CliRunner().invoke(cli, [c, '--help'])\n"
+        "    assert r.exit_code == 0 and 'CHECKPOINT_OR_RUN' in r.output, r.output\n"
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -1,0 +1,566 @@
+"""``vsrkit eval`` and ``vsrkit upscale``: parse flags, call :mod:`vsrkit.infer`, report.
+
+Exit codes: 0 done; 1 bad input content (a damaged checkpoint or one without a model config,
+an empty folder, frames of mixed sizes, an unreadable or truncated video, LR/GT sizes that are
+not the model's scale apart, a full spill folder, PyAV missing); 2 a bad command line (an
+unknown flag or missing path, a tile not larger than its overlap, ``--half`` without CUDA, an
+output inside the input, an output that exists without ``--overwrite``/``--skip-existing``);
+130 interrupted (Ctrl-C), with what was written kept.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from vsrkit.errors import VsrkitError
+
+__all__ = ["eval_cmd", "upscale"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+_SOURCE = click.Path(exists=True, path_type=Path)
+
+
+def _which(value: str) -> str:
+    if value in ("latest", "best") or value.isdigit():
+        return value
+    raise click.BadParameter(f"expected latest, best or a step, got {value!r}")
+
+
+def inference_options(func: F) -> F:
+    """The options ``eval`` and ``upscale`` share: which model, where and how it runs."""
+    options = [
+        click.option(
+            "--which",
+            default="latest",
+            show_default=True,
+            callback=lambda _ctx, _p, v: _which(v),
+            metavar="latest|best|STEP",
+            help="Checkpoint of a run folder: the newest valid, the best, or a step.",
+        ),
+        click.option(
+            "--preset",
+            type=click.Choice(("tiny", "small", "paper")),
+            help="Model preset of a bare state dict (vsrkit checkpoints carry their own).",
+        ),
+        click.option(
+            "--device",
+            type=click.Choice(("auto", "cpu", "cuda")),
+            default="auto",
+            show_default=True,
+            help="auto: CUDA when present.",
+        ),
+        click.option("--half", is_flag=True, help="bf16/fp16 autocast (CUDA only)."),
+        click.option(
+            "--channels-last/--no-channels-last",
+            default=None,
+            help="Memory format (default: channels_last on CUDA, contiguous on the CPU).",
+        ),
+        click.option(
+            "--host-budget-gb",
+            type=click.FloatRange(min=0),
+            help="Host memory for per-frame features before they spill to disk "
+            "(default: a quarter of RAM, at most 4).",
+        ),
+        click.option(
+            "--spill-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            help="Folder of the spill file (default: the system temp folder).",
+        ),
+        click.option(
+            "--store-fp16", is_flag=True, help="Keep the features off the device in fp16."
+        ),
+        click.option(
+            "--tile",
+            type=(click.IntRange(min=1), click.IntRange(min=1)),
+            metavar="H W",
+            help="Process LR tiles of H x W pixels, blended without seams.",
+        ),
+        click.option(
+            "--tile-overlap",
+            type=click.IntRange(min=0),
+            default=16,
+            show_default=True,
+            help="LR pixels each tile shares with its neighbours.",
+        ),
+        click.option(
+            "--segment",
+            type=click.IntRange(min=1),
+            help="Cut clips into independent pieces of N frames (approximate; costs quality).",
+        ),
+        click.option("-q", "--quiet", is_flag=True, help="No progress line."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _upscale_options(o: dict[str, Any], progress: Any) -> dict[str, Any]:
+    """Upscaler keyword arguments from the shared flags (checked as a command line)."""
+    import torch
+
+    if o["tile"] is not None and min(o["tile"]) <= o["tile_overlap"]:
+        raise click.BadParameter(
+            f"tile {o['tile'][0]}x{o['tile'][1]} must be larger than the overlap "
+            f"{o['tile_overlap']}",
+            param_hint="--tile/--tile-overlap",
+        )
+    device = None if o["device"] == "auto" else o["device"]
+    cuda = torch.cuda.is_available() if device is None else device == "cuda"
+    if o["half"] and not cuda:
+        raise click.BadParameter("half precision needs CUDA (--device cuda)", param_hint="--half")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise click.BadParameter("CUDA is not available on this machine", param_hint="--device")
+    budget = o["host_budget_gb"]
+    return {
+        "device": device,
+        "half": o["half"],
+        "channels_last": o["channels_last"],
+        "host_budget": None if budget is None else int(budget * 2**30),
+        "spill_dir": o["spill_dir"],
+        "feature_dtype": torch.float16 if o["store_fp16"] else None,
+        "tile": o["tile"],
+        "tile_overlap": o["tile_overlap"],
+        "segment": o["segment"],
+        "progress": progress,
+    }
+
+
+def _load(source: Path, o: dict[str, Any]) -> tuple[Any, Any]:
+    """The checkpoint and its model, on the device the flags ask for."""
+    from vsrkit.infer import load_model, read_checkpoint
+
+    ckpt = read_checkpoint(source, which=o["which"], preset=o["preset"])
+    device = None if o["device"] == "auto" else o["device"]
+    return ckpt, load_model(ckpt, device=device)
+
+
+class _Progress:
+    """Frames done, frames/s and ETA on stderr: one live line on a terminal, a line every
+    10 seconds otherwise, nothing with ``--quiet``. Each frame passes twice (backward and
+    forward); frames/s counts both passes as one frame."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.live = sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
+        self.label = ""
+        self.total: int | None = None
+        self.passes = 0
+        self.phase_done: dict[str, int] = {}
+        self.started = time.perf_counter()
+        self.last = self.started  # nothing is shown for inputs done within the first interval
+        self.shown = False
+
+    def clip(self, label: str, total: int | None) -> None:
+        self.label, self.total, self.phase_done = label, total, {}
+
+    def __call__(self, phase: str, index: int) -> None:
+        self.phase_done[phase] = self.phase_done.get(phase, 0) + 1
+        if phase == "read":
+            return
+        self.passes += 1
+        now = time.perf_counter()
+        if self.quiet or now - self.last < (0.25 if self.live else 10.0):
+            return
+        self.last = now
+        rate = self.passes / 2 / max(now - self.started, 1e-9)
+        done = self.phase_done.get(phase, 0)
+        of = f"/{self.total}" if self.total else ""
+        eta = ""
+        if self.total and rate > 0:
+            left = 2 * self.total - self.phase_done.get("backward", 0)
+            left -= self.phase_done.get("forward", 0)
+            from vsrkit.train.telemetry import format_eta
+
+            eta = f"  ETA {format_eta(left / 2 / rate)}"
+        line = f"{self.label}{phase} {done}{of} frames  {rate:.2f} frames/s{eta}"
+        if self.live:
+            click.echo("\r\033[K" + line, nl=False, err=True)
+            self.shown = True
+        else:
+            click.echo(line, err=True)
+
+    def done(self) -> None:
+        if self.shown:
+            click.echo("\r\033[K", nl=False, err=True)
+            self.shown = False
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def _peak_rss() -> str:
+    try:
+        import resource
+
+        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return _gib(kib * (1 if sys.platform == "darwin" else 1024))
+    except (ImportError, OSError):  # pragma: no cover - not POSIX
+        return "unknown"
+
+
+def _interrupted(what: str) -> None:
+    click.echo(f"\ninterrupted: {what}", err=True)
+    sys.exit(130)
+
+
+# ---- vsrkit eval ----------------------------------------------------------------------------
+
+
+def _table(result: Any) -> str:
+    def num(v: float, spec: str) -> str:
+        return "inf" if math.isinf(v) else format(v, spec)
+
+    width = max([4, *(len(c.name) for c in result.clips)])
+    head = (
+        f"{'clip':<{width}}  {'frames':>6}  {'PSNR':>7}  {'SSIM':>6}  "
+        f"{'bicubic PSNR':>12}  {'bicubic SSIM':>12}"
+    )
+    rows = [head, "-" * len(head)]
+    for c in [*result.clips, None]:
+        if c is None:
+            m = result.mean
+            rows.append("-" * len(head))
+            name, frames = "mean", result.frames
+            vals = (m["psnr"], m["ssim"], m["bicubic_psnr"], m["bicubic_ssim"])
+        else:
+            name, frames = c.name, c.frames
+            vals = (c.psnr, c.ssim, c.bicubic_psnr, c.bicubic_ssim)
+        rows.append(
+            f"{name:<{width}}  {frames:>6}  {num(vals[0], '.3f'):>7}  {num(vals[1], '.4f'):>6}  "
+            f"{num(vals[2], '.3f'):>12}  {num(vals[3], '.4f'):>12}"
+        )
+    return "\n".join(rows)
+
+
+def _csv_text(result: Any) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["clip", "frames", "psnr", "ssim", "bicubic_psnr", "bicubic_ssim"])
+    for c in result.clips:
+        writer.writerow([c.name, c.frames, c.psnr, c.ssim, c.bicubic_psnr, c.bicubic_ssim])
+    m = result.mean
+    writer.writerow(
+        ["mean", result.frames, m["psnr"], m["ssim"], m["bicubic_psnr"], m["bicubic_ssim"]]
+    )
+    return buf.getvalue()
+
+
+def _writable_file(path: Path, flag: str) -> None:
+    if path.is_dir():
+        raise click.BadParameter(f"{path} is a folder; give a file name", param_hint=flag)
+    if not path.parent.is_dir():
+        raise click.BadParameter(f"folder {path.parent} does not exist", param_hint=flag)
+
+
+@click.command("eval")
+@click.argument("checkpoint_or_run", type=_SOURCE)
+@click.option(
+    "--data",
+    metavar="DIR|synthetic",
+    help="REDS-style, Vid4 or Vimeo-90K test folder; default: the run's synthetic "
+    "validation clips.",
+)
+@click.option(
+    "--channel",
+    type=click.Choice(("y", "rgb")),
+    default="y",
+    show_default=True,
+    help="Compare BT.601 luma or RGB.",
+)
+@click.option(
+    "--crop-border",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Pixels cut from each side before comparing.",
+)
+@click.option(
+    "--out", "out", type=click.Path(path_type=Path), help="Write the results as JSON here."
+)
+@click.option(
+    "--csv", "csv_path", type=click.Path(path_type=Path), help="Write one row per clip here."
+)
+@click.option(
+    "--save-frames",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write the model's output frames as PNG into <DIR>/<clip>/.",
+)
+@inference_options
+def eval_cmd(
+    checkpoint_or_run: Path,
+    data: str | None,
+    channel: str,
+    crop_border: int,
+    out: Path | None,
+    csv_path: Path | None,
+    save_frames: Path | None,
+    **o: Any,
+) -> None:
+    """Score a trained model: PSNR/SSIM per clip and their mean, beside bicubic.
+
+    CHECKPOINT_OR_RUN is a checkpoint file or a run folder (its newest valid checkpoint, or
+    --which best|STEP). The figures follow BasicSR: 8-bit rounding, mean over the frames of a
+    clip, then over clips.
+
+    \b
+    Examples:
+      vsrkit eval runs/quick
+      vsrkit eval runs/paper --which best --data datasets/REDS4 --channel rgb --out r.json
+    """
+    from vsrkit._atomic import atomic_write_json, atomic_write_text
+    from vsrkit.infer import eval_clips, evaluate
+
+    if data is not None and data != "synthetic" and not Path(data).is_dir():
+        raise click.BadParameter(f"{data} is not a folder", param_hint="--data")
+    for path, flag in ((out, "--out"), (csv_path, "--csv")):
+        if path is not None:
+            _writable_file(path, flag)
+    progress = _Progress(o["quiet"])
+    try:
+        options = _upscale_options(o, progress)
+        ckpt, model = _load(checkpoint_or_run, o)
+        clips = eval_clips(data, config=ckpt.config)
+
+        def on_clip(i: int, clip: Any) -> None:
+            progress.clip(f"clip {i + 1}/{len(clips)} {clip.name}: ", len(clip.frame_names))
+
+        result = evaluate(
+            model,
+            clips,
+            channel=channel,
+            crop_border=crop_border,
+            save_frames=save_frames,
+            on_clip=on_clip,
+            **options,
+        )
+    except VsrkitError as exc:
+        progress.done()
+        raise click.ClickException(str(exc)) from exc
+    except KeyboardInterrupt:
+        progress.done()
+        _interrupted("nothing scored")
+    progress.done()
+    result.info.update(
+        checkpoint=str(ckpt.path) if ckpt.path else None,
+        step=ckpt.step,
+        model=ckpt.preset,
+        data=data or "synthetic",
+    )
+    click.echo(f"{ckpt.describe()} on {data or 'the synthetic validation clips'}:")
+    click.echo(_table(result))
+    m = result.mean
+    click.echo(
+        f"scored {len(result.clips)} clip(s), {result.frames} frames in {result.seconds:.1f} s "
+        f"({result.frames / max(result.seconds, 1e-9):.2f} frames/s), {channel.upper()} channel, "
+        f"crop border {crop_border}: PSNR {m['psnr']:.3f} dB "
+        f"({m['psnr'] - m['bicubic_psnr']:+.3f} vs bicubic), SSIM {m['ssim']:.4f}"
+    )
+    try:
+        if out is not None:
+            atomic_write_json(out, result.to_dict())
+            click.echo(f"wrote {out}")
+        if csv_path is not None:
+            atomic_write_text(csv_path, _csv_text(result))
+            click.echo(f"wrote {csv_path}")
+    except OSError as exc:
+        raise click.ClickException(f"cannot write the results: {exc}") from exc
+
+
+# ---- vsrkit upscale -------------------------------------------------------------------------
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    child, parent = child.resolve(), parent.resolve()
+    return child == parent or parent in child.parents
+
+
+def _existing_frames(folder: Path) -> int:
+    from vsrkit.infer.frames import list_frames
+
+    return len(list_frames(folder)) if folder.is_dir() else 0
+
+
+def _open_input(folder: Path) -> Any:
+    from vsrkit.infer import FrameFolder
+
+    return FrameFolder(folder)
+
+
+@click.command("upscale")
+@click.argument("checkpoint_or_run", type=_SOURCE)
+@click.argument("input_path", metavar="INPUT", type=_SOURCE)
+@click.argument("output", type=click.Path(path_type=Path))
+@click.option(
+    "--skip-existing",
+    is_flag=True,
+    help="Continue an interrupted run: keep the complete output frames already there.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace output that already exists.")
+@click.option(
+    "--fps",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Frame rate of a video made from frames (default: the input video's, else 25).",
+)
+@inference_options
+def upscale(
+    checkpoint_or_run: Path,
+    input_path: Path,
+    output: Path,
+    skip_existing: bool,
+    overwrite: bool,
+    fps: float | None,
+    **o: Any,
+) -> None:
+    """Upscale x4 with a trained model: INPUT to OUTPUT.
+
+    INPUT is a folder of frames (ordered by the number in their names), a folder of clips
+    (REDS LR/, Vid4 BIx4/, Vimeo sequences_lr/, or subfolders of frames), or a video file
+    (.mp4 .mkv .mov .avi). OUTPUT is a folder of PNG frames (one subfolder per clip) or a video
+    file with the input's frame rate. Inference is exact (the model's whole-clip output) and
+    streams: memory does not grow with the clip. Videos need: pip install "vsrkit[video]".
+
+    \b
+    Examples:
+      vsrkit upscale runs/quick frames/ out/
+      vsrkit upscale runs/quick input.mp4 output.mp4 --device cuda --half
+      vsrkit upscale runs/quick frames/ out/ --skip-existing     # continue
+    """
+    from vsrkit.infer.frames import find_clips
+    from vsrkit.infer.video import VIDEO_EXTENSIONS, VideoReader, is_video_path
+
+    if skip_existing and overwrite:
+        raise click.UsageError("--skip-existing and --overwrite exclude each other")
+    to_video = is_video_path(output)
+    if input_path.is_dir() and _inside(output, input_path):
+        raise click.BadParameter(
+            f"{output} is inside the input folder {input_path}; write somewhere else",
+            param_hint="OUTPUT",
+        )
+    if input_path.is_file() and output.exists() and output.resolve() == input_path.resolve():
+        raise click.BadParameter("OUTPUT is the input file", param_hint="OUTPUT")
+    if input_path.is_file() and not is_video_path(input_path):
+        raise click.BadParameter(
+            f"{input_path} is not a folder or a video ({', '.join(VIDEO_EXTENSIONS)})",
+            param_hint="INPUT",
+        )
+    if to_video and output.exists() and output.is_dir():
+        raise click.BadParameter(f"{output} is a folder, not a video file", param_hint="OUTPUT")
+    if not to_video and output.exists() and not output.is_dir():
+        raise click.BadParameter(
+            f"{output} is a file; give a folder or a {'/'.join(VIDEO_EXTENSIONS)} name",
+            param_hint="OUTPUT",
+        )
+    if to_video and not output.parent.is_dir():
+        raise click.BadParameter(f"folder {output.parent} does not exist", param_hint="OUTPUT")
+
+    progress = _Progress(o["quiet"])
+    written = skipped = 0
+    started = time.perf_counter()
+    spilled = 0
+    try:
+        options = _upscale_options(o, progress)
+        # ---- what to read, where to write
+        if input_path.is_dir():
+            clips = [(name, _open_input(folder)) for name, folder in find_clips(input_path)]
+        else:
+            clips = [("", VideoReader(input_path))]
+        if to_video and len(clips) > 1:
+            raise click.BadParameter(
+                f"{input_path} holds {len(clips)} clips; give an output folder", param_hint="OUTPUT"
+            )
+        if to_video and output.exists() and not overwrite:
+            if skip_existing:
+                click.echo(f"{output} exists; skipped (--skip-existing)")
+                return
+            raise click.BadParameter(
+                f"{output} exists; pass --overwrite to replace it", param_hint="OUTPUT"
+            )
+        if not to_video and not (skip_existing or overwrite):
+            for name, _ in clips:
+                found = _existing_frames(output / name)
+                if found:
+                    raise click.BadParameter(
+                        f"{output / name} already holds {found} frame(s); pass --skip-existing "
+                        "to continue, or --overwrite to replace them",
+                        param_hint="OUTPUT",
+                    )
+        ckpt, model = _load(checkpoint_or_run, o)
+        from vsrkit.infer import Upscaler
+        from vsrkit.infer.frames import is_complete_png, remove_partial_frames, write_png
+        from vsrkit.infer.video import VideoWriter
+
+        upscaler = Upscaler(model, **options)
+        scale = upscaler.scale
+        size_in: tuple[int, int] | None = None
+        for c, (name, reader) in enumerate(clips):
+            h, w = reader.size
+            size_in = (h, w)
+            total = len(reader.names) or None
+            progress.clip(f"clip {c + 1}/{len(clips)} {name}: " if name else "", total)
+            if to_video:
+                rate = fps or (getattr(reader, "fps", None) or 25)
+                with VideoWriter(output, fps=rate) as video:
+                    for _, frame in upscaler.stream(reader):
+                        video.write(frame)
+                        written += 1
+                spilled = max(spilled, upscaler.stats.spill_bytes)
+                continue
+            folder = output / name
+            folder.mkdir(parents=True, exist_ok=True)
+            remove_partial_frames(folder)
+            names = reader.names
+
+            def target(i: int, folder: Path = folder, names: list[str] = names) -> Path:
+                return folder / f"{names[i] if i < len(names) else f'{i:08d}'}.png"
+
+            done: set[int] = set()
+            if skip_existing:
+                hr = (h * scale, w * scale)
+                done = {i for i in range(len(names)) if is_complete_png(target(i), hr)}
+                if names and len(done) == len(names):
+                    skipped += len(done)
+                    continue
+            for i, frame in upscaler.stream(reader, skip=done.__contains__):
+                write_png(target(i), frame)
+                written += 1
+            skipped += len(done)
+            spilled = max(spilled, upscaler.stats.spill_bytes)
+            from vsrkit._atomic import fsync_dir
+
+            fsync_dir(folder)
+    except VsrkitError as exc:
+        progress.done()
+        raise click.ClickException(str(exc)) from exc
+    except KeyboardInterrupt:
+        progress.done()
+        if to_video:
+            _interrupted(f"{written} frames encoded; no video written (nothing is left half-done)")
+        _interrupted(
+            f"{written} frames written to {output}; continue with the same command and "
+            "--skip-existing"
+        )
+    progress.done()
+    seconds = time.perf_counter() - started
+    rate = written / seconds if seconds > 0 else 0.0
+    sizes = ""
+    if size_in is not None:
+        h, w = size_in
+        sizes = f" ({w}x{h} -> {w * scale}x{h * scale})"
+    extra = f", {skipped} already there" if skipped else ""
+    spill = f"; spilled {_gib(spilled)} to disk" if spilled else ""
+    click.echo(
+        f"upscaled {written} frame(s){sizes} of {len(clips)} clip(s){extra} in {seconds:.1f} s "
+        f"({rate:.2f} frames/s) with {ckpt.describe()}; peak RSS {_peak_rss()}{spill}; "
+        f"wrote {output}"
+    )

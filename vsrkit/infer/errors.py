@@ -1,0 +1,19 @@
+"""Errors of :mod:`vsrkit.infer`: one line that names the file, frame or option at fault."""
+
+from __future__ import annotations
+
+from vsrkit.errors import VsrkitError
+
+__all__ = ["InferenceError", "ModelLoadError", "VideoSupportMissing"]
+
+
+class InferenceError(VsrkitError, ValueError):
+    """Bad input for inference: frames, a video, an output path or an option."""
+
+
+class ModelLoadError(InferenceError):
+    """A checkpoint or run folder that gives no usable model (missing, damaged, no config)."""
+
+
+class VideoSupportMissing(InferenceError):
+    """Video files need the optional PyAV dependency (``pip install "vsrkit[video]"``)."""
