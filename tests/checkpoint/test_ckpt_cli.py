@@ -52,7 +52,7 @@ def test_list_shows_the_last_ten(run_dir: Path) -> None:
         "1,100",
         "1,200",
     ]
-    assert rows[2][2] == "best" and rows[-1][3] == "60.0%"
+    assert rows[2][2] == "best" and rows[-1][3] == "0.6000"  # SSIM, not a percentage
     assert "--all" in lines[-1]
 
 
@@ -119,6 +119,41 @@ def test_prune_dry_run_then_for_real(run_dir: Path) -> None:
     assert steps == [1000, 1100, 1200]
     code, out = _run("checkpoints", "prune", str(run_dir), "--keep-last", "0")
     assert code == 2
+
+
+def test_prune_keeps_n_regular_the_best_and_the_newest_emergency(tmp_path: Path) -> None:
+    mgr = CheckpointManager(tmp_path, run_id="p")
+    plan = [(100, None, 0.9), (100, "best", 0.9), (200, None, None), (250, "emergency", None)]
+    plan += [(300, "emergency", None), (400, None, None), (500, None, None), (600, None, None)]
+    for step, tag, quality in plan:
+        mgr.save(step, make_state(step), tag=tag, metrics={"quality": quality} if quality else {})
+    code, out = _run("checkpoints", "prune", str(tmp_path), "--keep-last", "2")
+    assert code == 0, out
+    kept = [(r.step, r.type) for r in CheckpointManager(tmp_path).list()]
+    # two regular (500, 600), the best (100: the regular one and its _best copy score alike,
+    # the later name wins), the newest emergency (300)
+    assert (500, "regular") in kept and (600, "regular") in kept and (300, "emergency") in kept
+    assert (250, "emergency") not in kept and (200, "regular") not in kept
+    assert len([k for k in kept if k[0] == 100]) == 1
+    assert len([k for k in kept if k[1] == "regular" and k[0] != 100]) == 2
+
+
+def test_every_command_takes_the_run_folder_too(tmp_path: Path) -> None:
+    folder = tmp_path / "run" / "checkpoints"
+    mgr = CheckpointManager(folder, run_id="r")
+    for s in (10, 20, 30):
+        mgr.save(s, make_state(s), metrics={"quality": s / 100})
+    run = str(tmp_path / "run")
+    code, out = _run("checkpoints", "list", run)
+    assert code == 0 and "no checkpoints" not in out and "0.3000" in out
+    code, out = _run("checkpoints", "show", run, "20")
+    assert code == 0 and json.loads(out)["record"]["step"] == 20
+    code, out = _run("checkpoints", "verify", run)
+    assert code == 0 and "3 checkpoint(s), 0 corrupt" in out
+    code, out = _run("checkpoints", "prune", run, "--keep-last", "1")
+    assert code == 0 and [r.step for r in mgr.list()] == [30]
+    code, out = _run("checkpoints", "list", str(tmp_path / "empty-run"))
+    assert code == 2  # a folder that does not exist: click's one line
 
 
 def test_list_in_a_real_process_does_not_import_torch(run_dir: Path) -> None:

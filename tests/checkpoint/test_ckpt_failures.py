@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -30,15 +31,25 @@ def _three(tmp_path: Path) -> CheckpointManager:
     return mgr
 
 
-def test_truncated_newest_is_renamed_and_the_previous_one_restored(tmp_path: Path) -> None:
+def test_truncated_newest_is_renamed_and_the_previous_one_restored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     mgr = _three(tmp_path)
     newest = tmp_path / "checkpoint_step_0000300.pth"
     data = newest.read_bytes()
     newest.write_bytes(data[: len(data) // 2])
-    assert [r.valid for r in mgr.list()] == [True, True, False]  # size disagrees with manifest
-    step, state = CheckpointManager(tmp_path).restore()
+    with caplog.at_level(logging.DEBUG, logger="vsrkit.checkpoint"):
+        assert [r.valid for r in mgr.list()] == [True, True, False]  # size disagrees
+        assert mgr.latest_step() == 200
+        step, state = CheckpointManager(tmp_path).restore()
     assert step == 200
     check_state(200, state)
+    assert (tmp_path / "checkpoint_step_0000300.pth.corrupt").exists()
+    assert (tmp_path / "checkpoint_step_0000300.json.corrupt").exists()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "checkpoint_step_0000300.pth" in warnings[0]
+    assert "the manifest says" in warnings[0] and "renamed to *.corrupt" in warnings[0]
+    assert CheckpointManager(tmp_path).restore()[0] == 200  # set aside once: nothing left to do
 
 
 def test_damaged_zip_with_matching_size_is_caught_by_loading(tmp_path: Path) -> None:
@@ -282,3 +293,89 @@ def test_any_json_manifest_is_accepted_only_when_well_formed(data: object) -> No
         )
         assert rec.valid == well_formed
         assert rec.status == ("committed" if well_formed else "mismatch")
+
+
+def _damage(path: Path, start: int, length: int = 64) -> None:
+    data = bytearray(path.read_bytes())
+    data[start : start + length] = bytes(length)  # same size: only loading or sha256 tell
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("where", ["tensor data", "pickle", "zip directory"])
+def test_zeroed_bytes_anywhere_are_set_aside_with_one_warning_and_no_torch_advice(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, where: str
+) -> None:
+    _three(tmp_path)
+    newest = tmp_path / "checkpoint_step_0000300.pth"
+    raw = newest.read_bytes()
+    start = {
+        "tensor data": raw.index(torch.full((64,), 300.0).numpy().tobytes()),
+        "pickle": raw.index(b"data.pkl") + 40,  # torch: "Weights only load failed ..."
+        "zip directory": len(raw) - 64,
+    }[where]
+    _damage(newest, start)
+    for verify in (False, True):  # without verify, a failed load checks the sha256 itself
+        folder = tmp_path / f"v{verify}"
+        shutil.copytree(tmp_path, folder, ignore=shutil.ignore_patterns("v*"))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="vsrkit.checkpoint"):
+            step, state = CheckpointManager(folder).restore(verify=verify)
+        if where == "tensor data" and not verify:
+            assert step == 300  # loads silently: this is why a resume verifies
+            continue
+        assert step == 200
+        check_state(200, state)
+        (message,) = caplog.messages
+        assert "checkpoint_step_0000300.pth" in message and "renamed to *.corrupt" in message
+        assert "sha256 differs" in message
+        assert "weights_only" not in message and "arbitrary code" not in message
+        assert (folder / "checkpoint_step_0000300.pth.corrupt").exists()
+
+
+def test_damage_without_a_checksum_is_described_without_torch_advice(tmp_path: Path) -> None:
+    mgr = CheckpointManager(tmp_path, checksum=False)
+    for s in (100, 200):
+        mgr.save(s, make_state(s))
+    newest = tmp_path / "checkpoint_step_0000200.pth"
+    _damage(newest, newest.read_bytes().index(b"data.pkl") + 40)
+    with pytest.raises(CheckpointCorruptError) as info:
+        CheckpointManager(tmp_path).restore(200)
+    assert "cannot be loaded" in str(info.value) and "weights_only" not in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_objects_refused_by_safe_loading_are_set_aside_when_resuming(tmp_path: Path) -> None:
+    import datetime
+
+    mgr = CheckpointManager(tmp_path)
+    mgr.save(1, make_state(1))
+    mgr.save(2, {**make_state(2), "when": datetime.date(2020, 1, 1)})
+    assert CheckpointManager(tmp_path).restore()[0] == 1
+    assert (tmp_path / "checkpoint_step_0000002.pth.corrupt").exists()
+
+
+def test_restore_best_falls_back_to_the_next_best(tmp_path: Path) -> None:
+    mgr = CheckpointManager(tmp_path)
+    for s, q in ((100, 0.5), (200, 0.9), (300, 0.7)):
+        mgr.save(s, make_state(s), metrics={"quality": q})
+    mgr.save(400, make_state(400))  # no quality: never the best
+    assert CheckpointManager(tmp_path).restore(best=True)[0] == 200
+    _damage(tmp_path / "checkpoint_step_0000200.pth", 200)
+    assert CheckpointManager(tmp_path).restore(best=True, verify=True)[0] == 300
+    empty = CheckpointManager(tmp_path / "none")
+    empty.save(1, make_state(1))
+    with pytest.raises(CheckpointNotFoundError, match="'quality' metric"):
+        empty.restore(best=True)
+
+
+def test_a_run_whose_newest_file_was_set_aside_continues_its_retention(tmp_path: Path) -> None:
+    mgr = CheckpointManager(tmp_path, keep=LatestN(2))
+    for s in (100, 200, 300):
+        mgr.save(s, make_state(s))
+    _damage(tmp_path / "checkpoint_step_0000300.pth", 100)
+    resumed = CheckpointManager(tmp_path, keep=LatestN(2))
+    assert resumed.restore(verify=True)[0] == 200
+    assert resumed.run_id == mgr.run_id  # the same run goes on
+    for s in (300, 400):
+        resumed.save(s, make_state(s))
+    assert [r.step for r in resumed.list()] == [300, 400]  # its old files were retained away

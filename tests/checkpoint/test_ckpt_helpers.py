@@ -153,7 +153,9 @@ def test_prompt_shows_last_ten_and_enter_picks_newest() -> None:
     rows = [ln.split() for ln in table.split("\n")[5:-1]]
     assert [r[1] for r in rows] == [f"{s:,}" for s in range(3000, 13000, 1000)]  # the last 10
     assert [r[0] for r in rows] == [str(i) for i in range(1, 11)]
-    assert "53.0%" in table and "0.0100" in table and "2026-01-02 03:04" in table
+    assert (
+        "0.5300" in table and "%" not in table and "0.0100" in table and "2026-01-02 03:04" in table
+    )
 
 
 def test_prompt_number_picks_a_row_and_invalid_falls_back_with_warning() -> None:
@@ -201,7 +203,11 @@ records_strategy = st.lists(
 def test_policies_keep_what_they_promise(raw: list, n: int) -> None:
     recs = [_rec(s, tag, q) for s, tag, q in raw]
     steps_desc = sorted((r.step, r.filename) for r in recs)
-    assert LatestN(n).keep(recs) == {f for _, f in steps_desc[-n:]}
+    assert LatestN(n, kind="any").keep(recs) == {f for _, f in steps_desc[-n:]}
+    for kind in ("regular", "best", "emergency"):  # each kind counted apart from the others
+        mine = sorted((r.step, r.filename) for r in recs if r.type == kind)
+        assert LatestN(n, kind=kind).keep(recs) == {f for _, f in mine[-n:]}
+    assert LatestN(n).keep(recs) == LatestN(n, kind="regular").keep(recs)
     scored = [r for r in recs if r.quality is not None]
     best = BestN(n).keep(recs)
     assert len(best) == min(n, len(scored))

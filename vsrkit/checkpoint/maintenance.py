@@ -7,7 +7,7 @@ import os
 
 from vsrkit.checkpoint._io import sha256_file
 from vsrkit.checkpoint.records import CheckpointRecord, read_manifest, resume_order, scan_directory
-from vsrkit.checkpoint.retention import best_record
+from vsrkit.checkpoint.retention import AnyOf, LatestN, best_record
 
 __all__ = ["prune_checkpoints", "verify_checkpoint"]
 
@@ -41,10 +41,11 @@ def prune_checkpoints(
     best_metric: str = "quality",
     best_mode: str = "max",
 ) -> list[CheckpointRecord]:
-    """Delete all but the ``keep_last`` highest-step valid checkpoints of a folder (any run).
+    """Delete all but the ``keep_last`` highest-step regular checkpoints of a folder (any run).
 
-    The checkpoint a resume would pick and the best one (by ``best_metric``) are always kept;
-    uncommitted or mismatching files are left alone for a human to look at.
+    The same rules as ``vsrkit train`` keeps: ``LatestN(keep_last)`` regular checkpoints, the
+    best one (by ``best_metric``), the newest emergency checkpoint, and the checkpoint a resume
+    would pick; uncommitted or mismatching files are left alone for a human to look at.
 
     Returns:
         The records deleted (or that would be, with ``dry_run``).
@@ -52,7 +53,8 @@ def prune_checkpoints(
     if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1:
         raise ValueError(f"keep_last must be an int >= 1, got {keep_last!r}")
     records = [r for r in scan_directory(directory) if r.valid]
-    keep = {r.filename for r in sorted(records, key=lambda r: (r.step, r.filename))[-keep_last:]}
+    policy = AnyOf(LatestN(keep_last), LatestN(1, kind="emergency"))
+    keep = policy.keep(records)
     order = resume_order(records, None)
     if order:
         keep.add(order[0].filename)

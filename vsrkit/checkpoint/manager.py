@@ -18,6 +18,7 @@ import errno
 import logging
 import os
 import pickle
+import re
 import shutil
 import threading
 import time
@@ -450,17 +451,26 @@ class CheckpointManager:
         )
 
     def restore(
-        self, step: int | None = None, *, map_location: Any = "cpu", verify: bool = False
+        self,
+        step: int | None = None,
+        *,
+        best: bool = False,
+        map_location: Any = "cpu",
+        verify: bool = False,
     ) -> tuple[int, dict[str, Any]]:
         """Load a checkpoint with ``torch.load(weights_only=True)``.
 
         Which one, with ``step=None``: the newest valid checkpoint of this manager's run if it
         has one; otherwise of the run that committed a checkpoint most recently (so a stale
         higher step of an earlier run in the same folder does not shadow the newer run); then
-        the remaining ones by step. A truncated or corrupt file is renamed ``*.corrupt``
-        (with its manifest), logged, and the next one is tried; an unreadable one is skipped.
-        Restoring the newest checkpoint of a run before any save adopts that run's id (unless
-        ``run_id`` was given), so retention continues the same run.
+        the remaining ones by step. With ``best=True``: the one with the best ``best_metric``
+        first, then the next best. Any file that fails to load (truncated, damaged bytes, a
+        size or sha256 that disagrees with its manifest, objects that safe loading refuses)
+        is renamed ``*.corrupt`` with its manifest, logged once, and the next one is tried;
+        so is every committed file whose size disagrees with its manifest. A file that cannot
+        be opened (permissions) is skipped, not renamed. Restoring the newest checkpoint of a
+        run before any save adopts that run's id (unless ``run_id`` was given), so retention
+        continues the same run.
 
         With ``mirror_dir``: it first waits for the mirror copies; a checkpoint whose primary
         copy is missing, invalid or fails to load is loaded from the mirror copy of the same
@@ -469,8 +479,11 @@ class CheckpointManager:
 
         Args:
             step: A specific step (an error if it is missing or corrupt, nothing renamed).
+            best: With ``step=None``, try the best checkpoints first (by ``best_metric``);
+                raises :class:`CheckpointNotFoundError` when none has that metric.
             map_location: Passed to ``torch.load``.
-            verify: Also check the sha256 of the file against the manifest.
+            verify: Also check the sha256 of the file against the manifest (zeroed bytes
+                inside tensor data load without an error otherwise).
 
         Returns:
             ``(step, state)``.
@@ -502,6 +515,18 @@ class CheckpointManager:
                     rec, state = backup, self._load(backup, map_location, True)
                 self._maybe_adopt(rec, records)
                 return rec.step, state
+            set_aside: set[Path] = set()
+            for rec in records:  # committed once, damaged since: never a candidate
+                if rec.status == "mismatch" and not self._is_mirrored(rec):
+                    logger.warning(
+                        "%s does not match its manifest (%s); renamed to *.corrupt",
+                        rec.path,
+                        _mismatch_reason(rec),
+                    )
+                    self._quarantine(rec)
+                    set_aside.add(rec.path)
+            if best:
+                order = self._best_order(order)
             for first in order:
                 backup = backups.get(first.filename) if not self._is_mirrored(first) else None
                 for cand in (first, backup):
@@ -509,20 +534,37 @@ class CheckpointManager:
                         continue
                     try:
                         state = self._load(cand, map_location, verify or self._is_mirrored(cand))
-                    except CheckpointCorruptError as exc:
-                        logger.warning("%s; renamed to *.corrupt, trying the next copy", exc)
+                    except CheckpointError as exc:
+                        logger.warning("%s; renamed to *.corrupt, trying the next one", exc)
                         self._quarantine(cand)
+                        set_aside.add(cand.path)
                         continue
                     except OSError as exc:
                         logger.warning(
-                            "cannot read %s (%s); skipped, trying the next copy", cand.path, exc
+                            "cannot read %s (%s); skipped, trying the next one", cand.path, exc
                         )
                         continue
                     if self._is_mirrored(cand):
                         logger.warning("restored step %d from the mirror: %s", cand.step, cand.path)
-                    self._maybe_adopt(cand, records)
+                    # a run whose newer files were set aside still continues (retention goes on)
+                    self._maybe_adopt(cand, [r for r in records if r.path not in set_aside])
                     return cand.step, state
             raise CheckpointNotFoundError(f"no valid checkpoint to restore in {self.directory}")
+
+    def _best_order(self, order: _Records) -> _Records:
+        """``order`` re-sorted best first by ``best_metric`` (records without it left out)."""
+        sign = -1.0 if self.best_mode == "max" else 1.0
+        scored = [(r.metrics.get(self.best_metric), i, r) for i, r in enumerate(order)]
+        usable = [
+            (sign * float(v), i, r)
+            for v, i, r in scored
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
+        ]
+        if not usable:
+            raise CheckpointNotFoundError(
+                f"no checkpoint with a {self.best_metric!r} metric in {self.directory}"
+            )
+        return [r for _, _, r in sorted(usable, key=lambda t: (t[0], t[1]))]
 
     def _load(self, rec: CheckpointRecord, map_location: Any, verify: bool) -> dict[str, Any]:
         import torch
@@ -533,34 +575,55 @@ class CheckpointManager:
             expected = rec.size_bytes
             if size != expected:
                 raise CheckpointCorruptError(f"{rec.path}: {size} bytes, manifest says {expected}")
-            if verify:
-                expected_sha = read_manifest(rec.manifest_path)["sha256"]
-                if expected_sha is None:
-                    logger.warning(
-                        "%s: no sha256 in its manifest (checksum=False); size checked only",
-                        rec.path,
-                    )
-                elif sha256_file(rec.path) != expected_sha:
-                    raise CheckpointCorruptError(f"{rec.path}: sha256 differs from its manifest")
+            if verify and self._sha256_matches(rec) is None:
+                logger.warning(
+                    "%s: no sha256 in its manifest (checksum=False); size checked only",
+                    rec.path,
+                )
         try:
             state = torch.load(rec.path, map_location=map_location, weights_only=True)
         except OSError:
             raise
-        except pickle.UnpicklingError as exc:
-            if "Unsupported global" in str(exc):  # a real object, refused on purpose
+        except Exception as exc:  # truncated zip, bad CRC, garbage bytes, refused objects
+            if not verify:  # damage first: a checksum that disagrees says what happened
+                self._sha256_matches(rec)
+            refused = _refused_global(str(exc)) if isinstance(exc, pickle.UnpicklingError) else None
+            if refused is not None:  # an intact file with real objects, refused on purpose
                 raise CheckpointError(
-                    f"{rec.path}: holds objects that weights_only loading refuses: {exc}"
+                    f"{rec.path}: holds Python objects that are never loaded ({refused}); "
+                    "a checkpoint may hold only tensors and plain values"
                 ) from exc
-            raise CheckpointCorruptError(f"{rec.path}: cannot be loaded ({exc})") from exc
-        except Exception as exc:  # truncated zip, bad CRC, garbage bytes
-            raise CheckpointCorruptError(
-                f"{rec.path}: cannot be loaded ({type(exc).__name__}: {exc})"
-            ) from exc
+            if isinstance(exc, pickle.UnpicklingError):
+                reason = "damaged pickled data"  # never torch's advice on weights_only
+            else:
+                reason = _first_line(exc)
+            raise CheckpointCorruptError(f"{rec.path}: cannot be loaded ({reason})") from exc
         if not isinstance(state, dict):
             raise CheckpointCorruptError(
                 f"{rec.path}: expected a dict state, found {type(state).__name__}"
             )
         return state
+
+    @staticmethod
+    def _sha256_matches(rec: CheckpointRecord) -> bool | None:
+        """``True`` if the file's sha256 matches its manifest, ``None`` without one.
+
+        Raises:
+            CheckpointCorruptError: The sha256 differs (the file changed after saving).
+        """
+        if rec.manifest_path is None:
+            return None
+        try:
+            expected = read_manifest(rec.manifest_path)["sha256"]
+        except (OSError, ValueError):
+            return None
+        if expected is None:
+            return None
+        if sha256_file(rec.path) != expected:
+            raise CheckpointCorruptError(
+                f"{rec.path}: sha256 differs from its manifest (changed after saving)"
+            )
+        return True
 
     def _maybe_adopt(self, rec: CheckpointRecord, records: Sequence[CheckpointRecord]) -> None:
         if self._run_id_given or self._saved_any or rec.run_id is None:
@@ -572,6 +635,7 @@ class CheckpointManager:
 
     @staticmethod
     def _quarantine(rec: CheckpointRecord) -> None:
+        """Rename the file and its manifest to ``*.corrupt`` (listings skip those names)."""
         for p in (rec.path, rec.manifest_path):
             if p is not None:
                 try:
@@ -627,3 +691,32 @@ class CheckpointManager:
     def __repr__(self) -> str:
         where = str(self.directory)
         return f"CheckpointManager({where!r}, keep={self.keep!r}, run_id={self.run_id!r})"
+
+
+def _first_line(exc: BaseException) -> str:
+    """``Type: first sentence`` of an exception, without torch's advice on ``weights_only``."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = text.split(". ")[0].rstrip(".")
+    if "weights_only" in text:
+        text = "damaged data"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _refused_global(message: str) -> str | None:
+    """The name of the global that ``weights_only`` loading refused, if that was the error."""
+    match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", message)
+    if match:
+        return match.group(1)
+    return "unsupported object" if "Unsupported global" in message else None
+
+
+def _mismatch_reason(rec: CheckpointRecord) -> str:
+    try:
+        manifest = read_manifest(rec.manifest_path) if rec.manifest_path else None
+    except (OSError, ValueError) as exc:
+        return f"manifest unusable: {exc}"
+    if manifest is None:
+        return "no manifest"
+    if manifest["file"] != rec.filename or manifest["step"] != rec.step:
+        return f"the manifest names {manifest['file']!r} step {manifest['step']}"
+    return f"{rec.size_bytes} bytes on disk, the manifest says {manifest['size_bytes']}"

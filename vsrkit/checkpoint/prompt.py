@@ -15,7 +15,7 @@ _HEADER = f"{'#':<4} {'Step':>12}  {'Type':<12} {'Quality':>8} {'Loss':>10}  {'D
 
 
 def _fmt_quality(q: float | None) -> str:
-    return "-" if q is None else f"{q * 100:.1f}%"
+    return "-" if q is None else f"{q:.4f}"
 
 
 def _fmt_loss(loss: float | None) -> str:
@@ -25,7 +25,8 @@ def _fmt_loss(loss: float | None) -> str:
 def format_checkpoint_table(records: Sequence[CheckpointRecord]) -> str:
     """A fixed-width table ``#  Step  Type  Quality  Loss  Date``, one row per record.
 
-    Quality is a fraction shown as a percentage; missing values show as ``-``; a record that
+    Quality is the manifest's ``quality`` metric as a number (SSIM in ``vsrkit train``, never
+    a percentage); missing values show as ``-``; a record that
     restore would not use gets ``(uncommitted)`` / ``(mismatch)`` after its type.
 
     Example:

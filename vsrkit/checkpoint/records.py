@@ -172,11 +172,11 @@ def _make_record(
         try:
             manifest = read_manifest(base + mname)
         except (OSError, ValueError) as exc:
-            logger.warning("checkpoint manifest unusable: %s", exc)
+            logger.debug("checkpoint manifest unusable: %s", exc)
             status = "mismatch"
         else:
             if manifest["file"] != name or manifest["step"] != parsed.step:
-                logger.warning(
+                logger.debug(
                     "%s: manifest names %r step %r",
                     base + str(mname),
                     manifest["file"],
@@ -184,7 +184,7 @@ def _make_record(
                 )
                 status = "mismatch"
             elif manifest["size_bytes"] != size:
-                logger.warning(
+                logger.debug(
                     "%s: size %d on disk, manifest says %d",
                     base + name,
                     size,

@@ -3,6 +3,10 @@
 A policy sees the *committed* checkpoints of the manager's own run, sorted by step, and returns
 the file names to keep. The manager deletes the others only after a new save has committed and
 always keeps the latest valid checkpoint and the best one, whatever the policy says.
+
+Each kind of checkpoint is counted by its own rule: ``LatestN(3)`` keeps three *regular*
+checkpoints, so ``_best`` and ``_emergency`` copies never use up its places; keep those with
+``BestN`` and ``LatestN(1, kind="emergency")`` (or ``KeepTagged``), composed with ``AnyOf``.
 """
 
 from __future__ import annotations
@@ -29,22 +33,32 @@ def _positive_int(name: str, value: object) -> int:
 
 
 class LatestN:
-    """Keep the ``n`` checkpoints with the highest steps.
+    """Keep the ``n`` checkpoints of one kind with the highest steps.
+
+    Args:
+        n: How many to keep.
+        kind: ``"regular"`` (default: untagged checkpoints only), a tag such as
+            ``"emergency"`` or ``"best"``, or ``"any"`` to count every checkpoint alike.
 
     Example:
-        >>> LatestN(2)
-        LatestN(n=2)
+        >>> LatestN(2), LatestN(1, kind="emergency")
+        (LatestN(n=2), LatestN(n=1, kind='emergency'))
     """
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, *, kind: str = "regular") -> None:
         self.n = _positive_int("LatestN n", n)
+        if not isinstance(kind, str) or not kind:
+            raise ValueError(f"LatestN kind must be a non-empty string, got {kind!r}")
+        self.kind = kind
 
     def keep(self, records: Sequence[CheckpointRecord]) -> set[str]:
-        ordered = sorted(records, key=lambda r: (r.step, r.filename))
+        mine = [r for r in records if self.kind == "any" or r.type == self.kind]
+        ordered = sorted(mine, key=lambda r: (r.step, r.filename))
         return {r.filename for r in ordered[-self.n :]}
 
     def __repr__(self) -> str:
-        return f"LatestN(n={self.n})"
+        extra = "" if self.kind == "regular" else f", kind={self.kind!r}"
+        return f"LatestN(n={self.n}{extra})"
 
 
 class BestN:

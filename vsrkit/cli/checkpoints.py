@@ -1,4 +1,8 @@
-"""``vsrkit checkpoints``: list, show, verify and prune a checkpoint folder (no torch import)."""
+"""``vsrkit checkpoints``: list, show, verify and prune a checkpoint folder (no torch import).
+
+Every command takes the checkpoint folder or the run folder that holds it (``runs/a`` means
+``runs/a/checkpoints`` when ``runs/a`` itself holds no checkpoint).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,14 @@ from vsrkit.cli._util import user_errors
 _DIR = click.Path(exists=True, file_okay=False, path_type=Path)
 
 
+def _folder(directory: Path) -> Path:
+    """The checkpoint folder: ``directory``, or its ``checkpoints/`` for a run folder."""
+    inner = directory / "checkpoints"
+    if inner.is_dir() and not scan_directory(directory, last=1):
+        return inner
+    return directory
+
+
 @click.group("checkpoints")
 def checkpoints() -> None:
     """List, show, verify and prune the checkpoints of a folder."""
@@ -28,6 +40,7 @@ def checkpoints() -> None:
 @user_errors
 def list_cmd(directory: Path, show_all: bool, as_json: bool) -> None:
     """Table of the last 10 checkpoints in DIRECTORY (reads names and manifests only)."""
+    directory = _folder(directory)
     records = scan_directory(directory, last=None if show_all else 10)
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in records], indent=2))
@@ -46,6 +59,7 @@ def list_cmd(directory: Path, show_all: bool, as_json: bool) -> None:
 @user_errors
 def show_cmd(directory: Path, step: int) -> None:
     """Print the manifest(s) of the checkpoint(s) at STEP as JSON."""
+    directory = _folder(directory)
     found = [r for r in scan_directory(directory) if r.step == step]
     if not found:
         raise CheckpointNotFoundError(f"no checkpoint at step {step} in {directory}")
@@ -78,10 +92,12 @@ def verify_cmd(directory: Path, mirror: Path | None) -> None:
     checkpoint without an identical committed copy in the mirror is listed as NOT MIRRORED
     (a lagging or failed copy: a note, not an error) and each mirror-only one as MIRROR ONLY.
     """
+    directory = _folder(directory)
     records = scan_directory(directory)
     bad = _verify_folder(records)
     click.echo(f"{len(records)} checkpoint(s), {bad} corrupt")
     if mirror is not None:
+        mirror = _folder(mirror)
         click.echo(f"mirror {mirror}:")
         copies = scan_directory(mirror)
         mirror_bad = _verify_folder(copies)
@@ -136,12 +152,20 @@ def _has_sha256(manifest_path: Path) -> bool:
 @checkpoints.command("prune")
 @click.argument("directory", type=_DIR)
 @click.option(
-    "--keep-last", type=click.IntRange(min=1), required=True, help="How many to keep by step."
+    "--keep-last",
+    type=click.IntRange(min=1),
+    required=True,
+    help="How many regular checkpoints to keep.",
 )
 @click.option("--dry-run", is_flag=True, help="Only print what would be deleted.")
 @user_errors
 def prune_cmd(directory: Path, keep_last: int, dry_run: bool) -> None:
-    """Delete all but the last N valid checkpoints (the resume candidate and the best are kept)."""
+    """Delete all but the last N regular checkpoints.
+
+    Kept besides: the best one, the newest emergency one and the one a resume would pick
+    (the same rules as ``vsrkit train --keep-last N``).
+    """
+    directory = _folder(directory)
     doomed = prune_checkpoints(directory, keep_last=keep_last, dry_run=dry_run)
     verb = "would delete" if dry_run else "deleted"
     for rec in doomed:
