@@ -7,6 +7,7 @@ import json
 import logging
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -147,6 +148,49 @@ def test_cli_export_csv(tmp_path: Path) -> None:
     assert rows[0]["complete"] == "true"
     assert json.loads(rows[1]["measured_at_step"])["l1_loss_value"] == 1001
     assert list(rows[0])[: len(STAT_FIELDS)] == list(STAT_FIELDS)
+
+
+def _can_write(folder: Path) -> bool:
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("where", ["missing", "read-only", "a file"])
+def test_cli_export_to_a_folder_that_cannot_take_the_file_is_one_line(
+    tmp_path: Path, where: str
+) -> None:
+    write_run(tmp_path / "run", [500])
+    folder = tmp_path / "out"
+    if where == "read-only":
+        folder.mkdir()
+        folder.chmod(0o500)
+        if _can_write(folder):  # root writes anyway: /sys refuses new files to root too
+            folder = Path("/sys")
+            if not folder.is_dir() or _can_write(folder):
+                pytest.skip("no folder this user cannot write into")
+    elif where == "a file":
+        folder.write_text("x")
+    target = folder / "hist.csv"
+    for command, extra in (("export", ["--csv", str(target)]), ("plot", ["--out", str(target)])):
+        if command == "plot":
+            pytest.importorskip("matplotlib")
+        proc = subprocess.run(
+            [sys.executable, "-m", "vsrkit", "stats", command, str(tmp_path / "run"), *extra],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 1, proc.stderr
+        assert proc.stderr.startswith(f"Error: cannot write {target}")
+        assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+        assert ".tmp-" not in proc.stderr  # the temp name never leaks
+    assert not target.exists()
+    if where == "read-only" and folder != Path("/sys"):
+        assert list(folder.iterdir()) == []
+        folder.chmod(0o700)
 
 
 def test_cli_compare(tmp_path: Path) -> None:

@@ -316,16 +316,38 @@ def test_written_files_load_back_without_warnings(tmp_path: Path, caplog) -> Non
     assert caplog.messages == []
 
 
-def test_closing_at_the_validation_step_is_reported_calmly(
+def test_the_last_validation_of_a_run_is_complete_with_the_interval_that_ended_there(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    snap = MetricsSnapshot()
+    writer = DeferredStatsWriter(
+        tmp_path, snapshot=snap, training_fields=["l1_loss_value", "learning_rate_value"]
+    )
+    writer.observe(5, {"l1_loss_value": 0.7, "learning_rate_value": 1e-4})
+    writer.observe(10, {"l1_loss_value": 0.5})  # the log interval that ended at V
+    writer.request(10, {"quality_ki_value": 0.6})
+    with caplog.at_level(logging.INFO, logger="vsrkit.stats"):
+        writer.close()  # the run ended at V
+    doc = json.loads((tmp_path / "Statistik_10.json").read_text())
+    assert doc["l1_loss_value"] == 0.5 and doc["measured_at_step"]["l1_loss_value"] == 10
+    # measured before V only: stale even at the end, and said so
+    assert doc["learning_rate_value"] is None
+    assert doc["complete"] is False and doc["stale_fields"] == ["learning_rate_value"]
+    assert "not measured at or after validation step 10 (last at step 5)" in (
+        doc["missing_reasons"]["learning_rate_value"]
+    )
+    (record,) = [r for r in caplog.records if "is incomplete" in r.getMessage()]
+    assert record.levelno == logging.WARNING and "learning_rate_value" in record.getMessage()
+
+
+def test_closing_after_the_run_went_past_the_validation_keeps_the_after_rule(
+    tmp_path: Path,
 ) -> None:
     snap = MetricsSnapshot()
     writer = DeferredStatsWriter(tmp_path, snapshot=snap, training_fields=["l1_loss_value"])
     writer.observe(10, {"l1_loss_value": 0.5})
     writer.request(10, {"quality_ki_value": 0.6})
-    with caplog.at_level(logging.INFO, logger="vsrkit.stats"):
-        writer.close()
+    writer.observe(15)  # the run went on (SIGTERM before the next log interval)
+    writer.close()
     doc = json.loads((tmp_path / "Statistik_10.json").read_text())
-    assert doc["complete"] is False and doc["stale_fields"] == ["l1_loss_value"]
-    (record,) = [r for r in caplog.records if "is incomplete" in r.getMessage()]
-    assert record.levelno == logging.INFO and "(the run ended there)" in record.getMessage()
+    assert doc["complete"] is False and doc["l1_loss_value"] is None

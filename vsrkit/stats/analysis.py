@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeGuard
 
-from vsrkit._atomic import atomic_write_bytes, atomic_write_text
+from vsrkit._atomic import atomic_write_bytes
 from vsrkit.stats.fields import LOSS_FIELDS, STAT_FIELDS
 from vsrkit.stats.schema import StatisticsError, StatisticsValidationError, validate_statistics
 
@@ -147,6 +147,10 @@ def write_csv(records: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]
 
     Columns: the seed fields, then vsrkit's extra fields, then any other key found.
     Mappings and lists are JSON text; booleans are ``true``/``false``.
+
+    Raises:
+        StatisticsError: The file cannot be written (missing or read-only folder, a full
+            disk); the message names the file and why.
     """
     buffer = io.StringIO()
     columns = _columns(records)
@@ -155,8 +159,20 @@ def write_csv(records: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]
     for record in records:
         writer.writerow([_cell(record.get(c)) for c in columns])
     target = Path(path)
-    atomic_write_text(target, buffer.getvalue())
+    _write_output(target, buffer.getvalue().encode("utf-8"))
     return target
+
+
+def _write_output(target: Path, data: bytes) -> None:
+    """Write an export atomically; an OS error becomes one :class:`StatisticsError` line."""
+    folder = target.parent
+    if not folder.is_dir():
+        why = "is not a folder" if folder.exists() else "does not exist"
+        raise StatisticsError(f"cannot write {target}: {folder} {why}")
+    try:
+        atomic_write_bytes(target, data)
+    except OSError as exc:
+        raise StatisticsError(f"cannot write {target}: {exc.strerror or exc}") from exc
 
 
 _COMPARED = tuple(f for f in STAT_FIELDS if f not in ("layer_activity_map", "last_update_time"))
@@ -267,5 +283,5 @@ def plot_statistics(
     target = Path(out)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
-    atomic_write_bytes(target, buffer.getvalue())
+    _write_output(target, buffer.getvalue())
     return target

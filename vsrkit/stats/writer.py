@@ -4,6 +4,10 @@ The file for validation step V is written once every training field (losses, lea
 loss weights) has been measured at a step after V, or when a maximum delay runs out; then the
 file says ``"complete": false`` and lists the stale fields. A missing value is ``null`` with a
 reason in ``missing_reasons``, never ``0``.
+
+The last validation of a run (V is the step :meth:`DeferredStatsWriter.close` is called at: the
+run ended there) has no step after V; its training fields measured *at* V (the log interval
+that ended at V) are as fresh as they can be, so that file is complete.
 """
 
 from __future__ import annotations
@@ -334,6 +338,7 @@ class DeferredStatsWriter:
         v = p.step
         meas = self.snapshot.measurements()
         training = set(self.training_fields)
+        ended = self._closing and v >= self._last_step  # the run ended at V: no step after it
         doc: dict[str, Any] = {}
         measured: dict[str, int | None] = {}
         reasons: dict[str, str] = {}
@@ -355,7 +360,8 @@ class DeferredStatsWriter:
                     reasons[name] = f"not given with the validation request at step {v}"
             else:
                 m = meas.get(name)
-                fresh = m is not None and (m.step > v if name in training else m.step >= v)
+                after = name in training and not ended
+                fresh = m is not None and (m.step > v if after else m.step >= v)
                 if fresh:
                     assert m is not None
                     try:
@@ -365,7 +371,7 @@ class DeferredStatsWriter:
                 elif m is None:
                     reasons[name] = "never measured"
                 else:
-                    when = "after" if name in training else "at or after"
+                    when = "after" if after else "at or after"
                     reasons[name] = (
                         f"not measured {when} validation step {v} (last at step {m.step})"
                     )
@@ -394,14 +400,10 @@ class DeferredStatsWriter:
             return None
         logger.info("Statistics saved: %s", path.name)
         if doc["stale_fields"]:
-            # closing right after a validation (the last step) is expected, not a problem
-            ended = self._closing and p.step >= self._last_step
-            logger.log(
-                logging.INFO if ended else logging.WARNING,
-                "%s is incomplete: %s not measured after step %d%s",
+            logger.warning(
+                "%s is incomplete: %s not measured after step %d",
                 path.name,
                 ", ".join(doc["stale_fields"]),
                 p.step,
-                " (the run ended there)" if ended else "",
             )
         return path
