@@ -333,8 +333,9 @@ def test_the_last_validation_of_a_run_is_complete_with_the_interval_that_ended_t
     # measured before V only: stale even at the end, and said so
     assert doc["learning_rate_value"] is None
     assert doc["complete"] is False and doc["stale_fields"] == ["learning_rate_value"]
-    assert "not measured at or after validation step 10 (last at step 5)" in (
-        doc["missing_reasons"]["learning_rate_value"]
+    assert (
+        "not measured at or after validation step 10 (last at step 5)"
+        in (doc["missing_reasons"]["learning_rate_value"])
     )
     (record,) = [r for r in caplog.records if "is incomplete" in r.getMessage()]
     assert record.levelno == logging.WARNING and "learning_rate_value" in record.getMessage()
