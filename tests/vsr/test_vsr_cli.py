@@ -57,3 +57,36 @@ def test_cli_module_does_not_import_torch() -> None:
     code = "import sys, vsrkit.cli.data, vsrkit.vsr; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def _reds_with_an_odd_frame(root: Path) -> Path:
+    for clip in ("a", "b"):
+        for i in range(3):
+            (root / "GT" / clip).mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (32, 32), (i * 40, 80, 120)).save(root / "GT" / clip / f"{i}.png")
+    odd = root / "GT" / "b" / "1.png"
+    Image.new("RGB", (36, 32)).save(odd)
+    return odd
+
+
+def test_preview_names_a_frame_of_another_size_in_one_line(tmp_path: Path) -> None:
+    odd = _reds_with_an_odd_frame(tmp_path / "data")
+    args = ["data", "preview", "--out", str(tmp_path / "o"), "--data", str(tmp_path / "data")]
+    proc = subprocess.run(
+        [sys.executable, "-m", "vsrkit", *args, "--split", "val", "--val-clip-names", "b"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.count("\n") == 1 and str(odd) in proc.stderr and "36x32" in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_preview_into_a_folder_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = CliRunner().invoke(cli, ["data", "preview", "--out", str(blocker / "o")])
+    assert result.exit_code == 1
+    assert f"cannot write into {blocker / 'o'}" in result.output
+    assert "Traceback" not in result.output and result.output.count("\n") == 1

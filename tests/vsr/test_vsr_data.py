@@ -199,7 +199,8 @@ def test_bad_folders_are_rejected_clearly(tmp_path: Path, reds: Path) -> None:
     fails("has no clip folders", REDSDataset, empty)
     (empty / "GT" / "007").mkdir()
     fails("007 has no image frames", REDSDataset, empty)
-    fails("no clips for split 'val'", REDSDataset, reds, split="val", val_clips=("999",))
+    fails("validation clip '999' is not a folder in", REDSDataset, reds, val_clips=("999",))
+    fails("no clips for split 'train'", REDSDataset, reds, val_clips=("000", "001", "002"))
     (reds / "LR" / "001" / "00000003.png").unlink()
     fails("00000003.png is missing: LR/ must mirror GT/", REDSDataset, reds)
     vimeo = tmp_path / "vimeo"
@@ -218,3 +219,35 @@ def test_short_clips_and_unreadable_frames_are_rejected(reds: Path) -> None:
         ds[0]
     with pytest.raises(DatasetLayoutError, match="smaller than lr_size"):
         REDSDataset(reds, split="train", num_frames=2, lr_size=64)[1]
+
+
+def test_a_frame_of_another_size_is_named(reds: Path) -> None:
+    odd = reds / "LR" / "001" / "00000002.png"
+    _save(odd, np.zeros((9, 11, 3), np.uint8))
+    ds = REDSDataset(reds, split="train", num_frames=6, lr_size=4)
+    with pytest.raises(DatasetLayoutError) as info:
+        ds[0]  # clip 001, every frame
+    msg = str(info.value)
+    assert str(odd) in msg and "11x9" in msg and "one size" in msg and "\n" not in msg
+    gt = reds / "GT" / "002" / "00000004.png"
+    _save(gt, np.zeros((32, 44, 3), np.uint8))
+    with pytest.raises(DatasetLayoutError, match=r"00000004.png is 44x32"):
+        REDSDataset(reds, split="train", num_frames=6, lr_size=4)[1]
+
+
+def test_validation_clips_of_a_folder_can_be_chosen(reds: Path) -> None:
+    val = build_dataset(str(reds), split="val", num_frames=None, val_clips=("001", "002"))
+    train = build_dataset(str(reds), split="train", num_frames=2, lr_size=4, val_clips=["001"])
+    assert [c[0][0].parent.name for c in val.clips] == ["001", "002"]  # type: ignore[attr-defined]
+    assert [c[0][0].parent.name for c in train.clips] == ["000", "002"]  # type: ignore[attr-defined]
+    # the default stays REDS4
+    assert len(build_dataset(str(reds), split="val", num_frames=None)) == 1  # type: ignore[arg-type]
+
+
+def test_validation_clips_are_refused_for_vimeo(tmp_path: Path) -> None:
+    vimeo = tmp_path / "vimeo"
+    for i in range(1, 8):
+        _save(vimeo / "sequences" / "00001" / "0001" / f"im{i}.png", np.zeros((8, 8, 3), np.uint8))
+    (vimeo / "sep_trainlist.txt").write_text("00001/0001\n")
+    with pytest.raises(DatasetLayoutError, match="sep_testlist.txt, not val_clips"):
+        build_dataset(str(vimeo), split="train", num_frames=2, lr_size=2, val_clips=["x"])

@@ -54,6 +54,12 @@ def _png_bytes(frame: Tensor) -> bytes:
 @click.option("--lr-size", type=click.IntRange(min=4), default=64, show_default=True)
 @click.option("--degradation", type=click.Choice(["BI", "BD"]), default="BI", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--val-clip-names",
+    metavar="NAME,NAME",
+    default=None,
+    help="REDS-style folders: the validation clips (default: REDS4 000,011,015,020).",
+)
 @user_errors
 def preview(
     out: Path,
@@ -64,10 +70,20 @@ def preview(
     lr_size: int,
     degradation: str,
     seed: int,
+    val_clip_names: str | None,
 ) -> None:
-    """Write a few LR, bicubic and GT frames as PNG files into OUT."""
+    """Write a few LR, bicubic and GT frames as PNG files into OUT.
+
+    A frame that cannot be read or differs in size from the rest of its clip is named in one
+    line (exit code 1); so is an OUT that cannot be created or written.
+    """
     from vsrkit.vsr import bicubic_upsample, build_dataset
 
+    names = None
+    if val_clip_names is not None:
+        names = tuple(n.strip() for n in val_clip_names.split(",") if n.strip())
+        if not names:
+            raise click.BadParameter("name at least one clip folder", param_hint="--val-clip-names")
     dataset = build_dataset(
         source,
         split=split,
@@ -76,14 +92,19 @@ def preview(
         degradation=degradation,
         seed=seed,
         num_clips=clips,
+        val_clips=names,
     )
-    out.mkdir(parents=True, exist_ok=True)
     written = 0
-    for c in range(min(clips, len(dataset))):  # type: ignore[arg-type]
-        lrs, gts = dataset[c]
-        ups = bicubic_upsample(lrs)
-        for t in range(lrs.shape[0]):
-            for kind, frame in (("lr", lrs[t]), ("bicubic", ups[t]), ("gt", gts[t])):
-                atomic_write_bytes(out / f"clip{c:02d}_frame{t:02d}_{kind}.png", _png_bytes(frame))
-                written += 1
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for c in range(min(clips, len(dataset))):  # type: ignore[arg-type]
+            lrs, gts = dataset[c]
+            ups = bicubic_upsample(lrs)
+            for t in range(lrs.shape[0]):
+                for kind, frame in (("lr", lrs[t]), ("bicubic", ups[t]), ("gt", gts[t])):
+                    name = out / f"clip{c:02d}_frame{t:02d}_{kind}.png"
+                    atomic_write_bytes(name, _png_bytes(frame))
+                    written += 1
+    except OSError as exc:
+        raise click.ClickException(f"cannot write into {out}: {exc.strerror or exc}") from exc
     click.echo(f"wrote {written} PNG files to {out}")

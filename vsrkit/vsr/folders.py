@@ -138,10 +138,10 @@ class _ClipDataset(Dataset):
         rng = np.random.default_rng([self.seed, SPLITS.index(self.split), self.epoch, index])
         t = len(gt_paths) if self.num_frames is None else self.num_frames
         start = int(rng.integers(0, len(gt_paths) - t + 1)) if self.split == "train" else 0
-        gts = torch.stack([load_frame(p) for p in gt_paths[start : start + t]])
+        gts = _stack_frames(gt_paths[start : start + t])
         s = self.scale
         if lr_paths is not None:
-            lrs = torch.stack([load_frame(p) for p in lr_paths[start : start + t]])
+            lrs = _stack_frames(lr_paths[start : start + t])
             if (lrs.shape[-2] * s, lrs.shape[-1] * s) != tuple(gts.shape[-2:]):
                 raise DatasetLayoutError(
                     f"LR frame {lr_paths[start]} is {tuple(lrs.shape[-2:])}, expected 1/{s} of "
@@ -166,6 +166,20 @@ class _ClipDataset(Dataset):
         if self.augment:
             lrs, gts = _augment(rng, lrs, gts)
         return lrs.contiguous(), gts.contiguous()
+
+
+def _stack_frames(paths: Sequence[Path]) -> Tensor:
+    """The frames of one clip as ``(T, 3, H, W)``; a frame of another size is named."""
+    frames = [load_frame(p) for p in paths]
+    first = frames[0].shape[-2:]
+    for path, frame in zip(paths, frames, strict=True):
+        if frame.shape[-2:] != first:
+            raise DatasetLayoutError(
+                f"frame {path} is {frame.shape[-1]}x{frame.shape[-2]} pixels, but "
+                f"{paths[0].name} of the same clip is {first[1]}x{first[0]}; every frame of "
+                "a clip must have one size"
+            )
+    return torch.stack(frames)
 
 
 def _augment(rng: np.random.Generator, lrs: Tensor, gts: Tensor) -> tuple[Tensor, Tensor]:
@@ -197,7 +211,8 @@ class REDSDataset(_ClipDataset):
         scale: upsampling factor.
         degradation: used when there is no ``LR/`` folder.
         seed: randomness of crops and augmentation.
-        val_clips: clip folder names kept for validation (REDS4 by default).
+        val_clips: clip folder names kept for validation (REDS4 by default); each must
+            exist under ``GT/``.
         augment: flips, rotation and temporal reversal (train split only).
 
     Example:
@@ -227,18 +242,26 @@ class REDSDataset(_ClipDataset):
         names = sorted(p.name for p in gt_root.iterdir() if p.is_dir())
         if not names:
             raise DatasetLayoutError(f"{gt_root} has no clip folders; expected {REDS_LAYOUT}")
+        val_clips = tuple(val_clips)
+        if val_clips != REDS4_CLIPS:  # chosen by the user: every name must be there
+            absent = [n for n in val_clips if n not in names]
+            if absent:
+                raise DatasetLayoutError(
+                    f"validation clip {absent[0]!r} is not a folder in {gt_root} "
+                    f"(found: {', '.join(names[:8])}{', ...' if len(names) > 8 else ''})"
+                )
         wanted = [n for n in names if (n in val_clips) == (split == "val")]
         if not wanted:
             raise DatasetLayoutError(
                 f"{gt_root} has no clips for split {split!r} (val clips: {list(val_clips)}, "
-                f"found: {names[:8]})"
+                f"found: {names[:8]}; choose the validation clips with --val-clip-names)"
             )
         clips = []
         for name in wanted:
             gt_frames = _frames_in(gt_root / name)
             if not gt_frames:
                 raise DatasetLayoutError(f"{gt_root / name} has no image frames (.png/.jpg)")
-            lr_frames = None
+            lr_frames: list[Path] | None = None
             if lr_root.is_dir():
                 lr_frames = [lr_root / name / p.name for p in gt_frames]
                 missing = [p for p in lr_frames if not p.is_file()]
@@ -327,6 +350,7 @@ def build_dataset(
     degradation: str = "BI",
     seed: int = 0,
     num_clips: int = 64,
+    val_clips: Sequence[str] | None = None,
 ) -> Dataset:
     """The dataset for ``data``: synthetic for ``None``/``"synthetic"``, else a detected folder.
 
@@ -337,9 +361,12 @@ def build_dataset(
         lr_size: low-resolution crop (train) or synthetic frame size.
         scale, degradation, seed: as the dataset classes.
         num_clips: number of synthetic clips (ignored for folders).
+        val_clips: REDS-style folders: the clip folders kept for validation (``None``:
+            REDS4). Vimeo-90K takes its validation clips from ``sep_testlist.txt``.
 
     Raises:
-        DatasetLayoutError: ``data`` is not a folder or has neither layout.
+        DatasetLayoutError: ``data`` is not a folder or has neither layout, or ``val_clips``
+            names a clip that is not there (or is given for a Vimeo-90K folder).
     """
     if data is None or str(data) == "synthetic":
         if num_frames is None:
@@ -359,7 +386,7 @@ def build_dataset(
             f"data folder {root} does not exist; expected 'synthetic' or a folder with "
             f"{REDS_LAYOUT} or {VIMEO_LAYOUT}"
         )
-    kw = {
+    kw: dict[str, object] = {
         "split": split,
         "num_frames": num_frames,
         "lr_size": lr_size,
@@ -369,8 +396,15 @@ def build_dataset(
     }
     if (root / "GT").is_dir():
         logger.info("%s: REDS-style layout", root)
+        if val_clips is not None:
+            kw["val_clips"] = tuple(val_clips)
         return REDSDataset(root, **kw)  # type: ignore[arg-type]
     if (root / "sequences").is_dir():
+        if val_clips is not None:
+            raise DatasetLayoutError(
+                f"{root} is a Vimeo-90K folder: its validation clips are the lines of "
+                "sep_testlist.txt, not val_clips"
+            )
         logger.info("%s: Vimeo-90K layout", root)
         return Vimeo90KDataset(root, **kw)  # type: ignore[arg-type]
     raise DatasetLayoutError(f"{root} has neither layout; expected {REDS_LAYOUT} or {VIMEO_LAYOUT}")
