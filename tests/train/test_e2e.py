@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -63,13 +64,7 @@ def test_sigkill_then_resume_continues_the_same_losses(tiny_config: Path, tmp_pa
 
     resumed = run_train(tiny_config, run, "--steps", "30", "--resume", "latest")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    start = int(
-        next(
-            line.split()[-1]
-            for line in resumed.stdout.splitlines()
-            if line.startswith("resumed from step")
-        )
-    )
+    start = int(re.search(r"^resumed from step (\d+)", resumed.stdout, re.M).group(1))  # type: ignore[union-attr]
     assert start >= 20
 
     want, got = scalars(reference, "Loss/total"), scalars(run, "Loss/total")

@@ -1,4 +1,10 @@
-"""``vsrkit train``: parse flags into a :class:`~vsrkit.train.config.TrainConfig` and run it."""
+"""``vsrkit train``: parse flags into a :class:`~vsrkit.train.config.TrainConfig` and run it.
+
+Exit codes: 0 finished or stopped by a signal; 1 a run that could not go on (non-finite losses,
+data that cannot be read, too few clips for a batch, a disk error); 2 a bad flag, setting or
+path, and a ``--resume`` that cannot be honoured (nothing to resume from, a damaged checkpoint,
+every checkpoint of the folder damaged). Each error is one line on stderr.
+"""
 
 from __future__ import annotations
 
@@ -13,13 +19,34 @@ from vsrkit.errors import VsrkitError
 PRESET_NAMES = ("quick", "paper")
 
 
+class _SettingError(click.ClickException):
+    """One ``Error: ...`` line and exit code 2 (no usage text: the flag is named in it)."""
+
+    exit_code = 2
+
+
+class _Threads(click.ParamType):
+    """``auto`` or a count >= 1."""
+
+    name = "auto|N"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value is None or isinstance(value, int):
+            return value
+        text = str(value).strip().lower()
+        if text == "auto":
+            return "auto"
+        if text.isdigit() and int(text) >= 1:
+            return int(text)
+        self.fail(f"{value!r} is not 'auto' or a whole number >= 1", param, ctx)
+
+
 @click.command()
 @click.option(
     "--preset",
     type=click.Choice(PRESET_NAMES),
-    default="quick",
-    show_default=True,
-    help="quick: a few minutes on a CPU; paper: the full model, for a GPU.",
+    default=None,
+    help="quick (default): a few minutes on a CPU; paper: the full model, for a GPU.",
 )
 @click.option(
     "--config",
@@ -43,8 +70,22 @@ PRESET_NAMES = ("quick", "paper")
 )
 @click.option("--val-every", type=click.IntRange(min=1), help="Steps between validations.")
 @click.option("--ckpt-every", type=click.IntRange(min=1), help="Steps between checkpoints.")
-@click.option("--keep-last", type=click.IntRange(min=1), help="Regular checkpoints to keep.")
+@click.option(
+    "--keep-last",
+    type=click.IntRange(min=1),
+    help="Regular checkpoints to keep (the best and the newest emergency one are kept besides).",
+)
 @click.option("--num-workers", type=click.IntRange(min=0), help="DataLoader worker processes.")
+@click.option(
+    "--threads",
+    type=_Threads(),
+    help="CPU threads for tensor operations; auto (default): the cores other processes leave free.",
+)
+@click.option(
+    "--val-clip-names",
+    metavar="NAME,NAME",
+    help="REDS-style --data: the clip folders to validate on (default: REDS4 000,011,015,020).",
+)
 @click.option(
     "--run-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -66,7 +107,9 @@ PRESET_NAMES = ("quick", "paper")
 @click.option("--amp", type=click.Choice(("bf16", "fp16", "off")), help="Mixed precision on CUDA.")
 @click.option("--compile/--no-compile", default=None, help="torch.compile the model.")
 @click.option(
-    "--channels-last/--no-channels-last", default=None, help="channels_last memory format."
+    "--channels-last/--no-channels-last",
+    default=None,
+    help="channels_last memory format (default: on CUDA only).",
 )
 @click.option("--tensorboard/--no-tensorboard", default=None, help="Write TensorBoard events.")
 @click.option("--monitor/--no-monitor", default=None, help="Serve the live web monitor.")
@@ -83,7 +126,7 @@ PRESET_NAMES = ("quick", "paper")
     default=None,
     help="Allow a monitor address other than loopback (prints a warning).",
 )
-def train(preset: str, config_file: Path | None, **flags: Any) -> None:
+def train(preset: str | None, config_file: Path | None, **flags: Any) -> None:
     """Train the reference bidirectional recurrent VSR model.
 
     \b
@@ -96,10 +139,13 @@ def train(preset: str, config_file: Path | None, **flags: Any) -> None:
     from vsrkit.train.resume import ResumeError
 
     overrides = {k: (str(v) if isinstance(v, Path) else v) for k, v in flags.items()}
+    overrides["preset"] = preset
     try:
-        cfg = TrainConfig.from_sources(preset=preset, file=config_file, overrides=overrides)
+        cfg = TrainConfig.from_sources(
+            preset=preset or "quick", file=config_file, overrides=overrides
+        )
     except VsrkitError as exc:
-        raise click.UsageError(str(exc)) from exc
+        raise _SettingError(str(exc)) from exc
     if cfg.data not in (None, "synthetic") and not Path(cfg.data).expanduser().is_dir():
         raise click.BadParameter(f"{cfg.data} is not a folder", param_hint="--data")
 
@@ -108,7 +154,7 @@ def train(preset: str, config_file: Path | None, **flags: Any) -> None:
     try:
         result = run_training(cfg)
     except ResumeError as exc:
-        raise click.UsageError(str(exc)) from exc
+        raise _SettingError(str(exc)) from exc
     except VsrkitError as exc:
         raise click.ClickException(str(exc)) from exc
     sys.exit(result.exit_code)

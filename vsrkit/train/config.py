@@ -5,10 +5,13 @@ Settings that may change while a run goes on (learning-rate bounds, plateau pati
 weights, grad clip) start here and are then owned by the run's ``runtime_config.json``
 (see :mod:`vsrkit.config`).
 
+Each setting remembers where its value came from (:meth:`TrainConfig.origin`): a resumed run
+takes every setting the user did not give from its checkpoint (see :mod:`vsrkit.train.resume`).
+
 Example:
     >>> cfg = TrainConfig.from_sources(preset="quick", overrides={"steps": 10})
-    >>> cfg.steps, cfg.model
-    (10, 'tiny')
+    >>> cfg.steps, cfg.model, cfg.origin("steps"), cfg.origin("lr")
+    (10, 'tiny', 'command line', 'default')
 """
 
 from __future__ import annotations
@@ -23,7 +26,39 @@ from typing import Any
 
 from vsrkit.errors import VsrkitError
 
-__all__ = ["PRESETS", "TrainConfig", "TrainConfigError", "load_config_file"]
+__all__ = [
+    "ORIGINS",
+    "PRESETS",
+    "PROCESS_KEYS",
+    "TrainConfig",
+    "TrainConfigError",
+    "load_config_file",
+]
+
+#: Where a setting's value came from, in increasing priority for a new run.
+ORIGINS = ("default", "preset", "config file", "command line")
+
+#: Settings that say how this process runs, not what the run trains: a resumed run takes them
+#: from this invocation, never from the checkpoint.
+PROCESS_KEYS = frozenset(
+    {
+        "run_dir",
+        "mirror_dir",
+        "resume",
+        "device",
+        "amp",
+        "channels_last",
+        "compile",
+        "threads",
+        "num_workers",
+        "tensorboard",
+        "monitor",
+        "monitor_host",
+        "monitor_port",
+        "allow_remote_monitor",
+        "terminal_view",
+    }
+)
 
 
 class TrainConfigError(VsrkitError):
@@ -37,6 +72,7 @@ class TrainConfig:
     preset: str = "quick"
     # data
     data: str | None = None  # None or "synthetic": the built-in clips; else a REDS/Vimeo folder
+    val_clip_names: str | None = None  # REDS-style folders: comma-separated clips (None: REDS4)
     degradation: str = "BI"
     scale: int = 4
     num_frames: int = 5
@@ -78,8 +114,11 @@ class TrainConfig:
     # hardware
     device: str = "auto"
     amp: str = "bf16"  # used on CUDA only: bf16 | fp16 (with GradScaler) | off
-    channels_last: bool = True  # faster on CUDA and, for convolutions, on the CPU too
+    # None: channels_last on CUDA, contiguous on the CPU, where channels_last made a training
+    # step 1.1-1.4x slower (benchmarks/vsr_bench.py, tiny/small/paper side by side)
+    channels_last: bool | None = None
     compile: bool = False
+    threads: int | None = None  # CPU threads; None: the free cores (vsrkit.train.threads)
     # outputs
     run_dir: str | None = None
     mirror_dir: str | None = None  # a second folder that gets a copy of every checkpoint
@@ -127,6 +166,44 @@ class TrainConfig:
             raise TrainConfigError("warmup_steps and num_workers must be >= 0")
         if not 0 < self.monitor_port < 65536:
             raise TrainConfigError(f"monitor_port must be 1-65535, got {self.monitor_port}")
+        if self.threads is not None and self.threads < 1:
+            raise TrainConfigError(f"threads must be >= 1 or 'auto', got {self.threads}")
+        if self.val_clip_names is not None and not self.val_clip_name_list():
+            raise TrainConfigError(
+                f"val_clip_names must name at least one clip folder, got {self.val_clip_names!r}"
+            )
+
+    def val_clip_name_list(self) -> tuple[str, ...] | None:
+        """``val_clip_names`` split at commas (``None`` when not set)."""
+        if self.val_clip_names is None:
+            return None
+        return tuple(n.strip() for n in self.val_clip_names.split(",") if n.strip())
+
+    def origin(self, key: str) -> str:
+        """Where the value of ``key`` came from: one of :data:`ORIGINS`.
+
+        A config built directly (not with :meth:`from_sources`) calls a value that differs
+        from the dataclass default ``"command line"`` (given by the caller).
+        """
+        origins: Mapping[str, str] = getattr(self, "_origins", {})
+        if key in origins:
+            return origins[key]
+        default = _FIELDS[key].default
+        return "default" if getattr(self, key) == default else "command line"
+
+    def with_values(self, values: Mapping[str, Any], origins: Mapping[str, str]) -> TrainConfig:
+        """A copy with ``values`` replaced (checked like any setting) and their origins set.
+
+        Raises:
+            TrainConfigError: On an unknown key or a bad value.
+        """
+        _check_keys(values, source="resumed settings")
+        merged = {**self.to_dict(), **{k: _coerce(k, v) for k, v in values.items()}}
+        cfg = type(self)(**merged)
+        object.__setattr__(
+            cfg, "_origins", {**{k: self.origin(k) for k in _FIELDS}, **dict(origins)}
+        )
+        return cfg
 
     @classmethod
     def from_sources(
@@ -143,15 +220,23 @@ class TrainConfig:
         """
         _check_choice("preset", preset, PRESETS)
         values: dict[str, Any] = {"preset": preset, **PRESETS[preset]}
+        origins = {k: "preset" for k in values}
         if file is not None:
-            values.update(load_config_file(file))
-        values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-        _check_keys(values, source=str(file) if file else "overrides")
+            from_file = load_config_file(file)
+            _check_keys(from_file, source=str(file))
+            values.update(from_file)
+            origins.update({k: "config file" for k in from_file})
+        given = {k: v for k, v in (overrides or {}).items() if v is not None}
+        _check_keys(given, source="overrides")
+        values.update(given)
+        origins.update({k: "command line" for k in given})
         values = {k: _coerce(k, v) for k, v in values.items()}
-        return cls(**values)
+        cfg = cls(**values)
+        object.__setattr__(cfg, "_origins", origins)
+        return cfg
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe mapping of every setting."""
+        """JSON-safe mapping of every setting (origins are not part of it)."""
         return dataclasses.asdict(self)
 
     def runtime_initial(self) -> dict[str, Any]:
@@ -269,6 +354,12 @@ _TYPE_CHECKS = {
 
 def _coerce(key: str, value: Any) -> Any:
     """Check a value against the field's annotated type (an int may stand for a float)."""
+    if key == "threads" and value == "auto":
+        return None
+    if key == "val_clip_names" and isinstance(value, (list, tuple)):
+        if not all(isinstance(v, str) for v in value):
+            raise TrainConfigError(f"val_clip_names must be clip folder names, got {value!r}")
+        value = ",".join(value)
     base, _, optional = str(_FIELDS[key].type).partition(" | ")
     if value is None:
         if optional == "None":

@@ -112,6 +112,6 @@ def init_distributed(device: str = "auto") -> DistContext:
         dist.init_process_group(
             backend="nccl" if use_cuda else "gloo",
             timeout=datetime.timedelta(minutes=10),
-            **({"device_id": dev} if use_cuda else {}),
+            device_id=dev if use_cuda else None,
         )
     return DistContext(rank=rank, world_size=world, local_rank=local, device=dev)

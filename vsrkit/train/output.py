@@ -6,7 +6,6 @@ import contextlib
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -25,6 +24,10 @@ logger = logging.getLogger("vsrkit.train")
 class ProgressLine:
     """A live progress line on a terminal, plain log lines otherwise.
 
+    Without a terminal a line is written every ``stride`` steps (a multiple of the log
+    interval: 1, 2 or 5 times a power of ten of them, chosen after the first line so that lines
+    come about every ``plain_seconds``) and at the last step, so they fall on even steps.
+
     Example:
         >>> import io
         >>> p = ProgressLine(total=100, stream=io.StringIO())
@@ -35,7 +38,9 @@ class ProgressLine:
         self.total = total
         self.stream = stream if stream is not None else sys.stdout
         self.live = self.stream.isatty() and os.environ.get("TERM") != "dumb"
-        self._last_plain = 0.0
+        self.plain_seconds = 5.0
+        self.stride: int | None = None  # steps between two plain lines, set by the first one
+        self._first: tuple[int, float] | None = None
         self.view: Any = None  # a TerminalView that draws the progress instead
 
     def attach(self, view: Any) -> None:
@@ -54,10 +59,21 @@ class ProgressLine:
         if self.live:
             self.stream.write("\r\033[K" + line)
             self.stream.flush()
-        elif time.monotonic() - self._last_plain >= 5.0 or step >= self.total:
-            self._last_plain = time.monotonic()
+        elif self._plain_due(step, its):
             self.stream.write(line + "\n")
             self.stream.flush()
+
+    def _plain_due(self, step: int, its: float) -> bool:
+        if step >= self.total:
+            return True
+        if self._first is None:
+            self._first = (step, its)
+            return True
+        if self.stride is None:
+            interval = max(1, step - self._first[0])  # the log interval in steps
+            wanted = self.plain_seconds * its if its > 0 else interval
+            self.stride = _nice_multiple(interval, wanted)
+        return step % self.stride == 0
 
     def message(self, text: str) -> None:
         """Print a line without breaking the live progress line."""
@@ -73,12 +89,25 @@ class ProgressLine:
             self.stream.flush()
 
 
+def _nice_multiple(unit: int, wanted: float) -> int:
+    """The smallest ``unit * k`` (k = 1, 2, 5, 10, 20, 50, ...) that is at least ``wanted``.
+
+    Example:
+        >>> _nice_multiple(10, 37.0), _nice_multiple(10, 3.0), _nice_multiple(7, 150.0)
+        (50, 10, 350)
+    """
+    k = 1
+    while unit * k < wanted:
+        k = k * 5 // 2 if str(k).startswith("2") else k * 2
+    return unit * k
+
+
 def start_monitor(
     cfg: TrainConfig,
     ctx: DistContext,
     snapshot: MetricsSnapshot,
     runtime: RuntimeConfigManager,
-    actions: ActionQueue,
+    actions: ActionQueue | None,
     progress: ProgressLine,
 ) -> Any:
     """Start the web monitor on rank 0; a busy port costs a warning, never the run.
@@ -121,13 +150,20 @@ def setup_logging(run_dir: Path, ctx: DistContext, progress: ProgressLine) -> li
     root = logging.getLogger("vsrkit")
     root.setLevel(logging.INFO)
     root.propagate = False  # these handlers show vsrkit's lines; no second copy via the root
-    file_handler = logging.FileHandler(run_dir / "training.log", encoding="utf-8")
+    file_handler = logging.FileHandler(run_dir / "training.log", encoding="utf-8", delay=True)
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     console = _ProgressHandler(progress)
     console.setFormatter(logging.Formatter("%(message)s"))
+    console.addFilter(_component_details)
     root.addHandler(file_handler)
     root.addHandler(console)
     return [file_handler, console]
+
+
+def _component_details(record: logging.LogRecord) -> bool:
+    """Console filter: the components' own INFO lines (``vsrkit.adaptive``) go to the log file
+    only; the recipe prints one line per decision (e.g. one per plateau event)."""
+    return not (record.name.startswith("vsrkit.adaptive") and record.levelno < logging.WARNING)
 
 
 class _ProgressHandler(logging.Handler):

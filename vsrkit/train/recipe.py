@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any, TextIO
@@ -43,15 +44,25 @@ from vsrkit.errors import VsrkitError
 from vsrkit.monitor.actions import ActionQueue, pause_state
 from vsrkit.stats import DeferredStatsWriter, LossAccumulator, MetricsSnapshot, TensorBoardLogger
 from vsrkit.stats.fields import VALIDATION_FIELDS
-from vsrkit.train.config import TrainConfig
+from vsrkit.train.config import TrainConfig, TrainConfigError
 from vsrkit.train.data import CachedClips, EpochBatchSampler, SeededSamples
-from vsrkit.train.distributed import init_distributed
+from vsrkit.train.distributed import DistContext, init_distributed
 from vsrkit.train.evaluation import activity_fields, validate
 from vsrkit.train.output import ProgressLine, setup_logging, start_monitor, summary
-from vsrkit.train.resume import resolve_resume, resolve_run_dir
+from vsrkit.train.resume import (
+    ResumeError,
+    read_snapshot,
+    resolve_resume,
+    resolve_run_dir,
+    resume_block,
+    resume_config,
+    sync_live_file,
+)
 from vsrkit.train.schedule import WarmupCosine
 from vsrkit.train.telemetry import adam_momentum_avg, format_eta, vram_gib
+from vsrkit.train.threads import CpuThreads
 from vsrkit.vsr import (
+    DatasetLayoutError,
     LayerActivityMonitor,
     VSRLoss,
     build_dataset,
@@ -79,30 +90,121 @@ class TrainResult:
 
     run_dir: Path
     step: int
-    reason: str  # "finished" | "stopped" | "nonfinite"
+    reason: str  # "finished" | "stopped" | "nonfinite" | "diverged" | "error"
     best_quality: float | None
     last_validation: dict[str, float] | None
     exit_code: int = 0
 
 
 def train(cfg: TrainConfig, *, stream: TextIO | None = None) -> TrainResult:
-    """Train the reference VSR model as ``cfg`` says; returns how the run ended."""
-    # ---- where we run ------------------------------------------------------------------------
+    """Train the reference VSR model as ``cfg`` says; returns how the run ended.
+
+    Raises:
+        VsrkitError: A user mistake (bad resume, data that cannot be read, a setting the
+            checkpoint cannot take), with one line that names the file or setting. A data
+            error during training first writes an emergency checkpoint and closes the run.
+    """
     ctx = init_distributed(cfg.device)
+    log_handlers: list[logging.Handler] = []
+    try:
+        return _train(cfg, ctx, log_handlers, stream)
+    finally:
+        for h in log_handlers:
+            logging.getLogger("vsrkit").removeHandler(h)
+            h.close()
+        logging.getLogger("vsrkit").propagate = True
+        ctx.close()
+
+
+def _train(
+    cfg: TrainConfig, ctx: DistContext, log_handlers: list[logging.Handler], stream: TextIO | None
+) -> TrainResult:
+    # ---- where we run ------------------------------------------------------------------------
     dev = ctx.device
     cuda = dev.type == "cuda"
+    new_dirs: list[Path] = []  # folders this call creates: removed again if the resume fails
+    if ctx.is_main:
+        target = resolve_run_dir(cfg, create=False)
+        new_dirs = [p for p in (target / "checkpoints", target) if not p.exists()]
     run_dir = Path(ctx.broadcast(str(resolve_run_dir(cfg)) if ctx.is_main else None))
     progress = ProgressLine(cfg.steps, stream=stream)
-    log_handlers = setup_logging(run_dir, ctx, progress)
-    torch.manual_seed(cfg.seed)
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp) if cuda else None
+    log_handlers += setup_logging(run_dir, ctx, progress)
     if ctx.is_main:
         progress.message(f"vsrkit train: run folder {run_dir}")
-        logger.info("device %s, world size %d, amp %s", dev, ctx.world_size, amp_dtype or "off")
+    ckpts = (
+        CheckpointManager(
+            run_dir / "checkpoints",
+            keep=AnyOf(LatestN(cfg.keep_last), BestN(1), LatestN(1, kind="emergency")),
+            mirror_dir=cfg.mirror_dir,
+        )
+        if ctx.is_main
+        else None
+    )
+
+    # ---- resume: the checkpoint and the settings it brings ------------------------------------
+    resume, live_start = None, {}
+    try:
+        resume = resolve_resume(cfg, ckpts, run_dir, ctx) if cfg.resume else None
+        if resume is not None:
+            loop_state = resume.state["loop"]
+            snap = (
+                read_snapshot(run_dir, resume.step, loop_state.get("runtime_snapshot"))
+                if ctx.is_main
+                else None
+            )
+            settings = resume_config(cfg, loop_state.get("config"), ctx.broadcast(snap))
+            cfg, live_start = settings.config, settings.live
+            if cfg.steps < resume.step:
+                raise ResumeError(
+                    f"--steps {cfg.steps} is before the checkpoint's step {resume.step}; "
+                    "give a larger --steps to train on"
+                )
+    except VsrkitError:
+        if ckpts is not None:
+            ckpts.close()
+        for h in log_handlers:  # closed before the folders are looked at
+            h.close()
+        for path in new_dirs:  # a failed --resume leaves no skeleton run folder behind
+            if path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+        raise
+    progress.total = cfg.steps
+    if ctx.is_main and resume is not None:
+        progress.message(resume_block(resume.step, resume.path, settings.rows))
+        sync_live_file(run_dir, settings)
+        if resume.step >= cfg.steps:
+            progress.message(
+                f"the run is at its last step ({cfg.steps}): nothing to train; "
+                "give a larger --steps to train on"
+            )
+    torch.manual_seed(cfg.seed)
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp) if cuda else None
+    channels_last = cuda if cfg.channels_last is None else cfg.channels_last
+    threads = CpuThreads(
+        cfg.threads,
+        processes=int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if ctx.distributed else 1,
+    )
+    chosen = threads.start()
+    torch.set_num_threads(chosen.threads)
+    if ctx.is_main:
+        logger.info(
+            "device %s, world size %d, amp %s, %s memory format, %d CPU thread(s) (%s)",
+            dev,
+            ctx.world_size,
+            amp_dtype or "off",
+            "channels_last" if channels_last else "contiguous",
+            chosen.threads,
+            chosen.reason,
+        )
+        logger.info(
+            "retention: the %d newest regular checkpoints, the best by SSIM and the newest "
+            "emergency checkpoint are kept",
+            cfg.keep_last,
+        )
 
     # ---- data ---------------------------------------------------------------------------------
     lr_size = cfg.crop_size // cfg.scale
-    train_set, val_set = (
+    datasets: list[Any] = [
         build_dataset(
             cfg.data,
             split=split,
@@ -112,10 +214,19 @@ def train(cfg: TrainConfig, *, stream: TextIO | None = None) -> TrainResult:
             scale=cfg.scale,
             degradation=cfg.degradation,
             seed=cfg.seed,
+            val_clips=cfg.val_clip_name_list(),
         )
         for split, clips in (("train", cfg.train_clips), ("val", cfg.val_clips))
-    )
-    if cfg.data in (None, "synthetic"):  # fixed clips: generate each once, keep it
+    ]
+    train_set, val_set = datasets
+    synthetic = cfg.data in (None, "synthetic")
+    if len(train_set) < cfg.batch_size * ctx.world_size:
+        where = "the synthetic data (train_clips)" if synthetic else f"--data {cfg.data}"
+        raise TrainConfigError(
+            f"{where} has {len(train_set)} training clip(s), fewer than one batch of "
+            f"{cfg.batch_size} (--batch-size) on each of {ctx.world_size} process(es)"
+        )
+    if synthetic:  # fixed clips: generate each once, keep it
         clip_bytes = 4 * 3 * cfg.num_frames * (lr_size**2 + cfg.crop_size**2)
         if clip_bytes * (cfg.train_clips + cfg.val_clips) <= CACHE_LIMIT_BYTES:
             train_set, val_set = CachedClips(train_set), CachedClips(val_set)
@@ -124,8 +235,8 @@ def train(cfg: TrainConfig, *, stream: TextIO | None = None) -> TrainResult:
     net = build_model(
         cfg.model, num_feat=cfg.n_feats, num_blocks=cfg.n_blocks, spynet_weights=cfg.spynet_weights
     ).to(dev)
-    if cfg.channels_last:
-        net = net.to(memory_format=torch.channels_last)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     activity = LayerActivityMonitor(net)
     model: torch.nn.Module = net
     if ctx.distributed:
@@ -149,9 +260,21 @@ def train(cfg: TrainConfig, *, stream: TextIO | None = None) -> TrainResult:
     )
     scaler = torch.amp.GradScaler(dev.type, enabled=amp_dtype is torch.float16)
     schedule = WarmupCosine(cfg.lr, cfg.warmup_steps, cfg.steps, final_lr=cfg.min_lr)
+    if resume is not None:  # the saved curve; changed settings shape only what is left of it
+        saved_schedule = _saved_schedule(resume.state["loop"], schedule)
+        schedule = saved_schedule.continued(
+            resume.step, base_lr=cfg.lr, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps
+        )
+        if schedule != saved_schedule and ctx.is_main:
+            progress.message(_schedule_note(saved_schedule, schedule, resume.step))
 
     # ---- vsrkit components ------------------------------------------------------------------
-    initial = {**cfg.runtime_initial(), "n_feats": net.num_feat, "n_blocks": net.num_blocks}
+    initial = {
+        **cfg.runtime_initial(),
+        **live_start,  # a resumed run: the live settings of its snapshot (and the flags)
+        "n_feats": net.num_feat,
+        "n_blocks": net.num_blocks,
+    }
     runtime = RuntimeConfigManager(
         run_dir, initial=initial, broadcast=ctx.broadcast, is_main=ctx.is_main
     )
@@ -181,28 +304,26 @@ def train(cfg: TrainConfig, *, stream: TextIO | None = None) -> TrainResult:
         enabled=ctx.is_main,
         runtime_config_version=lambda: config_version,
     )
-    ckpts = (
-        CheckpointManager(
-            run_dir / "checkpoints",
-            keep=AnyOf(LatestN(cfg.keep_last), BestN(1)),
-            mirror_dir=cfg.mirror_dir,
-        )
-        if ctx.is_main
-        else None
-    )
 
     cadence = {k: live[k] for k in ("log_every", "val_every", "ckpt_every")}
     lr_scale, best_quality, last_val, config_version = 1.0, None, None, 0
     pending_quality: dict[str, float] | None = None  # last validation, for the plateau tracker
+    clip_reported = False  # the one line saying the adaptive clip value took over
 
-    # ---- resume -------------------------------------------------------------------------------
+    # ---- load the resumed state ---------------------------------------------------------------
     step = 0
     sums = LossAccumulator(TERMS)  # this log interval's losses, on the device
     interval_started = time.perf_counter()
-    resume = resolve_resume(cfg, ckpts, run_dir, ctx) if cfg.resume else None
     if resume is not None:
-        step, state = resume
-        net.load_state_dict(state["model"])
+        step, state = resume.step, resume.state
+        try:
+            net.load_state_dict(state["model"])
+        except RuntimeError as exc:
+            raise ResumeError(
+                f"the checkpoint of step {step} does not fit a {cfg.model!r} model "
+                f"(n_feats {net.num_feat}, n_blocks {net.num_blocks}): "
+                f"{str(exc).splitlines()[0]}"
+            ) from exc
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         comp = state["components"]
@@ -218,8 +339,8 @@ def train(cfg: TrainConfig, *, stream: TextIO | None = None) -> TrainResult:
         )
         sums.load_state_dict(state["interval"], device=dev)
         restore_rng_state(state["rng"])
-        if ctx.is_main:
-            progress.message(f"resumed from step {step}")
+        clip_reported = bool(loop_state.get("clip_reported", False))
+        del state
     tb = TensorBoardLogger(
         run_dir / "tensorboard",
         enabled=ctx.is_main and cfg.tensorboard,
@@ -253,7 +374,13 @@ def train(cfg: TrainConfig, *, stream: TextIO | None = None) -> TrainResult:
         view = TerminalView(snapshot, actions, runtime, stream=progress.stream).start()
         progress.attach(view)
 
+    saved_at = -1  # the step of the last regular or emergency checkpoint
+    lr_now = 0.0  # the main LR in force (set by _set_lr)
+
     def checkpoint(tag: str | None = None, metrics: dict[str, float] | None = None) -> None:
+        nonlocal saved_at
+        if tag != "best":
+            saved_at = step
         snap_name = runtime.snapshot(step).name if ctx.is_main else None
         state = {
             "model": net.state_dict(),
@@ -274,6 +401,8 @@ def train(cfg: TrainConfig, *, stream: TextIO | None = None) -> TrainResult:
                 "pending_quality": pending_quality,
                 "runtime_snapshot": snap_name,
                 "config": cfg.to_dict(),
+                "schedule": schedule.state_dict(),
+                "clip_reported": clip_reported,
             },
         }
         if ckpts is not None:  # the manager logs the saved file
@@ -287,7 +416,7 @@ def train(cfg: TrainConfig, *, stream: TextIO | None = None) -> TrainResult:
         improved = best_quality is None or results["quality_ki_value"] > best_quality
         if improved:
             best_quality = results["quality_ki_value"]
-        results["best_quality_ever"] = best_quality
+        results["best_quality_ever"] = best_quality  # type: ignore[assignment]
         last_val = pending_quality = results
         stats.request(step, {k: v for k, v in results.items() if k in VALIDATION_FIELDS})
         tb.log_quality(results, step)
@@ -299,7 +428,10 @@ def train(cfg: TrainConfig, *, stream: TextIO | None = None) -> TrainResult:
                 f"improvement {results['quality_improvement_value']:+.4f})"
             )
         if improved and step > 0:
-            checkpoint("best", {"quality": best_quality, "loss": results["validation_loss_value"]})
+            checkpoint(
+                "best",
+                {"quality": results["quality_ki_value"], "loss": results["validation_loss_value"]},
+            )
 
     def apply_changes(changes: list[Any]) -> None:
         nonlocal config_version, lr_now, live
@@ -329,152 +461,191 @@ def train(cfg: TrainConfig, *, stream: TextIO | None = None) -> TrainResult:
         epoch_step_total=sampler.steps_per_epoch,
     )
     lr_now = _set_lr(optimizer, schedule, step, lr_scale, live, cfg.flow_lr_mult)
-    if resume is not None:  # after the optimizer: settings come from the checkpoint's snapshot
-        apply_changes(runtime.restore_snapshot(step, step=step))
+    if resume is not None:  # edits of runtime_config.json made while the run was stopped
+        apply_changes(runtime.poll(step))
 
+    failure: VsrkitError | None = None
     with StopSignal() as stop:
-        while step < cfg.steps:
-            # ---- one training step (no host sync) -----------------------------------------
-            lrs, gts = (t.to(dev, non_blocking=True) for t in next(batches))
-            model.train()
-            # layer activity is sampled on the last step of each log interval (hooks cost ~2%)
-            activity.enabled = (step + 1) % cadence["log_every"] == 0 or step + 1 == cfg.steps
-            with torch.autocast(
-                dev.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
-            ):
-                sr = forward(lrs)
-            losses = criterion(sr.float(), gts)
-            total = weights.combine(losses)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(total).backward()
-            scaler.unscale_(optimizer)
-            norm = torch.nn.utils.clip_grad_norm_(net.parameters(), clip.clip_value, foreach=True)
-            bad = sums.add(losses, total, grad_norm=norm)
-            if not scaler.is_enabled():
-                optimizer.found_inf = bad.float()  # the fused kernel skips the update
-            scaler.step(optimizer)
-            scaler.update()
-            step += 1
-            lr_now = _set_lr(optimizer, schedule, step, lr_scale, live, cfg.flow_lr_mult)
-
-            # ---- every log interval: one sync, then the components decide -----------------
-            if step % cadence["log_every"] == 0 or step == cfg.steps:
-                n_steps, seconds = sums.steps, time.perf_counter() - interval_started
-                m = sums.read(ctx.mean)
-                interval_started = time.perf_counter()
-                if m["max_streak"] >= MAX_NONFINITE_STREAK:
-                    reason, exit_code = "nonfinite", 1
-                    logger.error(
-                        "%d non-finite losses in a row before step %d: stopping with an "
-                        "emergency checkpoint",
-                        int(m["max_streak"]),
-                        step,
-                    )
-                    checkpoint("emergency")
-                    break
-                if m["skipped"]:
-                    logger.warning(
-                        "skipped %d step(s) with a non-finite loss before step %d",
-                        int(m["skipped"]),
-                        step,
-                    )
-                if m["finite_steps"]:
-                    quality = pending_quality["quality_ki_value"] if pending_quality else None
-                    pending_quality = None
-                    event = tracker.update(step, m["total"], quality=quality)
-                    if event.triggered and cfg.lr_policy != "off":
-                        new = lr_policy.on_event(event, step=step, lrs=[lr_now])
-                        if new is not None:
-                            lr_scale *= new[0] / lr_now
-                            old, lr_now = (
-                                lr_now,
-                                _set_lr(
-                                    optimizer,
-                                    schedule,
-                                    step,
-                                    lr_scale,
-                                    live,
-                                    cfg.flow_lr_mult,
-                                ),
-                            )
-                            logger.info(
-                                "Plateau at step %d (%s): LR %.2e -> %.2e",
-                                step,
-                                event.message,
-                                old,
-                                lr_now,
-                            )
-                            tb.log_event(f"LR {lr_policy.mode} {old:.2e} -> {lr_now:.2e}", step)
-                    weights.update(step, {t: m[t] for t in TERMS}, plateau=event)
-                    clip.observe(step, m["grad_norm"])
-                    tb.log_losses({**{t: m[t] for t in TERMS}, "total": m["total"]}, step)
-                    tb.log_lr(lr_now, step)
-                    tb.log_plateau_state(event, step)
-                    tb.log_weights(weights.weights, step)
-                    elapsed = time.perf_counter() - started
-                    rate = (step - start_step) / elapsed if elapsed > 0 else 0.0
-                    epoch, in_epoch = sampler.position(step)
-                    eta = format_eta((cfg.steps - step) / rate if rate else None)
-                    metrics = {
-                        "step_current": step,
-                        "step_max": cfg.steps,
-                        "epoch_step_total": sampler.steps_per_epoch,
-                        "epoch_num": epoch + 1,
-                        "epoch_step_current": in_epoch,
-                        "learning_rate_value": lr_now,
-                        "lr_phase_name": schedule.phase(step),
-                        "total_loss_value": m["total"],
-                        **{LOSS_FIELDS[t]: m[t] for t in TERMS},
-                        **weights.status(),
-                        "gradient_clip_val": clip.clip_value,
-                        "iteration_duration": seconds / n_steps,
-                        "vram_usage_gb": vram_gib(dev),
-                        "process_rss_gb": process_rss_gib(),
-                        "eta_total_formatted": eta,
-                        "eta_epoch_formatted": format_eta(
-                            (sampler.steps_per_epoch - in_epoch) / rate if rate else None
-                        ),
-                        "adam_momentum_avg": adam_momentum_avg(optimizer),
-                        **activity_fields(activity.read(reset=True)),
-                        "training_active": True,
-                        "training_paused": paused,
-                        "last_update_time": time.strftime("%Y-%m-%d %H:%M:%S"),
-                    }
-                    stats.observe(step, {k: v for k, v in metrics.items() if v is not None})
-                    if ctx.is_main:
-                        progress.update(step=step, loss=m["total"], lr=lr_now, its=rate, eta=eta)
-
-            # ---- runtime config: rank 0 reads, every rank applies at this step -------------
-            apply_changes(runtime.poll(step))
-
-            # ---- monitor actions and stop signals (the same on every rank) ----------------
-            commands = ctx.agreed_commands(actions, step, cadence["log_every"])
-            wants_stop = ctx.agreed_stop(stop.requested, step, cadence["log_every"])
-            if pause_state(commands, False) and not wants_stop:  # last pause/resume wins
-                paused = True
-                snapshot.update(step, training_paused=True)
-                logger.info("paused at step %d", step)
-                while paused and not wants_stop:
-                    time.sleep(0.2)
-                    more = ctx.agreed_commands(actions, step, 1)
-                    commands += more
-                    paused = pause_state(more, True) and "stop" not in more
-                    wants_stop = ctx.agreed_stop(stop.requested, step, 1)
-                snapshot.update(step, training_paused=False)
-                logger.info("resumed at step %d", step)
-            if "validate" in commands or step % cadence["val_every"] == 0:
-                run_validation()
-            if "save" in commands or step % cadence["ckpt_every"] == 0:
-                checkpoint()
-            if wants_stop or "stop" in commands:
-                reason = "stopped"
-                logger.warning(
-                    "stopping at step %d after %s: writing an emergency checkpoint",
-                    step,
-                    stop.signal_name or "a stop request",
+        try:
+            while step < cfg.steps:
+                # ---- one training step (no host sync) -------------------------------------
+                try:
+                    batch = next(batches)
+                except DatasetLayoutError as exc:
+                    raise DatasetLayoutError(_worker_message(exc)) from exc
+                lrs, gts = (t.to(dev, non_blocking=True) for t in batch)
+                model.train()
+                # layer activity is sampled on the last step of each log interval (hooks cost ~2%)
+                activity.enabled = (step + 1) % cadence["log_every"] == 0 or step + 1 == cfg.steps
+                with torch.autocast(
+                    dev.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
+                ):
+                    sr = forward(lrs)
+                losses = criterion(sr.float(), gts)
+                total = weights.combine(losses)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(total).backward()
+                scaler.unscale_(optimizer)
+                norm = torch.nn.utils.clip_grad_norm_(
+                    net.parameters(), clip.clip_value, foreach=True
                 )
-                checkpoint("emergency")
-                break
+                bad = sums.add(losses, total, grad_norm=norm)
+                if not scaler.is_enabled():
+                    # the fused kernel skips the update
+                    optimizer.found_inf = bad.float()  # type: ignore[attr-defined]
+                scaler.step(optimizer)
+                scaler.update()
+                step += 1
+                lr_now = _set_lr(optimizer, schedule, step, lr_scale, live, cfg.flow_lr_mult)
+
+                # ---- every log interval: one sync, then the components decide -----------------
+                if step % cadence["log_every"] == 0 or step == cfg.steps:
+                    n_steps, seconds = sums.steps, time.perf_counter() - interval_started
+                    m = sums.read(ctx.mean)
+                    assert m is not None  # a step was just added
+                    interval_started = time.perf_counter()
+                    if m["max_streak"] >= MAX_NONFINITE_STREAK:
+                        reason, exit_code = "nonfinite", 1
+                        logger.error(
+                            "%d non-finite losses in a row before step %d: stopping with an "
+                            "emergency checkpoint",
+                            int(m["max_streak"]),
+                            step,
+                        )
+                        checkpoint("emergency")
+                        break
+                    if m["skipped"]:
+                        logger.warning(
+                            "skipped %d step(s) with a non-finite loss before step %d",
+                            int(m["skipped"]),
+                            step,
+                        )
+                    if m["finite_steps"]:
+                        quality = pending_quality["quality_ki_value"] if pending_quality else None
+                        pending_quality = None
+                        event = tracker.update(step, m["total"], quality=quality)
+                        if event.triggered and cfg.lr_policy != "off":
+                            new = lr_policy.on_event(event, step=step, lrs=[lr_now])
+                            if new is not None:
+                                lr_scale *= new[0] / lr_now
+                                old, lr_now = (
+                                    lr_now,
+                                    _set_lr(
+                                        optimizer,
+                                        schedule,
+                                        step,
+                                        lr_scale,
+                                        live,
+                                        cfg.flow_lr_mult,
+                                    ),
+                                )
+                                logger.info(
+                                    "Plateau at step %d (%s): LR %.2e -> %.2e",
+                                    step,
+                                    event.message,
+                                    old,
+                                    lr_now,
+                                )
+                                tb.log_event(f"LR {lr_policy.mode} {old:.2e} -> {lr_now:.2e}", step)
+                        weights.update(step, {t: m[t] for t in TERMS}, plateau=event)
+                        clip.observe(step, m["grad_norm"])
+                        if not clip_reported and clip.clip_value != live["grad_clip"]:
+                            clip_reported = True
+                            logger.info(
+                                "grad clip: the adaptive value %.3g is in force from step %d "
+                                "(the runtime grad_clip %.3g was its start; set grad_clip live "
+                                "to pin a value)",
+                                clip.clip_value,
+                                step,
+                                live["grad_clip"],
+                            )
+                        tb.log_losses({**{t: m[t] for t in TERMS}, "total": m["total"]}, step)
+                        tb.log_lr(lr_now, step)
+                        tb.log_plateau_state(event, step)
+                        tb.log_weights(weights.weights, step)
+                        elapsed = time.perf_counter() - started
+                        rate = (step - start_step) / elapsed if elapsed > 0 else 0.0
+                        epoch, in_epoch = sampler.position(step)
+                        eta = format_eta((cfg.steps - step) / rate if rate else None)
+                        metrics = {
+                            "step_current": step,
+                            "step_max": cfg.steps,
+                            "epoch_step_total": sampler.steps_per_epoch,
+                            "epoch_num": epoch + 1,
+                            "epoch_step_current": in_epoch,
+                            "learning_rate_value": lr_now,
+                            "lr_phase_name": schedule.phase(step),
+                            "total_loss_value": m["total"],
+                            **{LOSS_FIELDS[t]: m[t] for t in TERMS},
+                            **weights.status(),
+                            "gradient_clip_val": clip.clip_value,
+                            "iteration_duration": seconds / n_steps,
+                            "vram_usage_gb": vram_gib(dev),
+                            "process_rss_gb": process_rss_gib(),
+                            "eta_total_formatted": eta,
+                            "eta_epoch_formatted": format_eta(
+                                (sampler.steps_per_epoch - in_epoch) / rate if rate else None
+                            ),
+                            "adam_momentum_avg": adam_momentum_avg(optimizer),
+                            **activity_fields(activity.read(reset=True)),
+                            "training_active": True,
+                            "training_paused": paused,
+                            "last_update_time": time.strftime("%Y-%m-%d %H:%M:%S"),
+                        }
+                        stats.observe(step, {k: v for k, v in metrics.items() if v is not None})
+                        if ctx.is_main:
+                            progress.update(
+                                step=step, loss=m["total"], lr=lr_now, its=rate, eta=eta
+                            )
+                    change = threads.recheck()
+                    if change is not None:
+                        logger.info("CPU threads -> %d: %s", change.threads, change.reason)
+                        torch.set_num_threads(change.threads)
+
+                # ---- runtime config: rank 0 reads, every rank applies at this step -------------
+                apply_changes(runtime.poll(step))
+
+                # ---- monitor actions and stop signals (the same on every rank) ----------------
+                commands = ctx.agreed_commands(actions, step, cadence["log_every"])
+                wants_stop = ctx.agreed_stop(stop.requested, step, cadence["log_every"])
+                if pause_state(commands, False) and not wants_stop:  # last pause/resume wins
+                    paused = True
+                    snapshot.update(step, training_paused=True)
+                    logger.info("paused at step %d", step)
+                    while paused and not wants_stop:
+                        time.sleep(0.2)
+                        more = ctx.agreed_commands(actions, step, 1)
+                        commands += more
+                        paused = pause_state(more, True) and "stop" not in more
+                        wants_stop = ctx.agreed_stop(stop.requested, step, 1)
+                    snapshot.update(step, training_paused=False)
+                    logger.info("resumed at step %d", step)
+                last = step == cfg.steps  # the last step always gets a validation and a save
+                if "validate" in commands or step % cadence["val_every"] == 0 or last:
+                    run_validation()
+                if "save" in commands or step % cadence["ckpt_every"] == 0 or last:
+                    checkpoint()
+                if wants_stop or "stop" in commands:
+                    reason = "stopped"
+                    why = stop.signal_name or "a stop request"
+                    if saved_at == step:  # e.g. `q`: save + stop; one checkpoint is enough
+                        logger.warning("stopping at step %d after %s", step, why)
+                    else:
+                        logger.warning(
+                            "stopping at step %d after %s: writing an emergency checkpoint",
+                            step,
+                            why,
+                        )
+                        checkpoint("emergency")
+                    break
+        except VsrkitError as exc:  # a user mistake found mid-run: save, close, then report
+            failure, reason, exit_code = exc, "error", 1
+            logger.error("stopping at step %d: %s", step, exc)
+            if isinstance(exc, DatasetLayoutError) and step > 0 and saved_at != step:
+                try:
+                    checkpoint("emergency")
+                except VsrkitError as save_error:
+                    logger.error("emergency checkpoint not written: %s", save_error)
 
     if ctx.distributed:  # DDP keeps replicas equal; check it once, cheaply, at the end
         if ctx.same_everywhere(list(net.parameters())):
@@ -499,13 +670,10 @@ def train(cfg: TrainConfig, *, stream: TextIO | None = None) -> TrainResult:
         view.draw()  # the final state stays on screen
         view.stop()
         progress.view = None
+    if failure is not None:
+        raise failure
     if ctx.is_main:
         progress.message(summary(run_dir, step, reason, best_quality, cfg.tensorboard))
-    for h in log_handlers:
-        logging.getLogger("vsrkit").removeHandler(h)
-        h.close()
-    logging.getLogger("vsrkit").propagate = True
-    ctx.close()
     return TrainResult(run_dir, step, reason, best_quality, last_val, exit_code)
 
 
@@ -548,3 +716,62 @@ def _apply_change(
         weights.set_weights({t: live[f"{t}_weight"] for t in TERMS}, step=step)
     elif key in cadence:
         cadence[key] = int(value)
+
+
+def _saved_schedule(loop_state: dict[str, Any], fallback: WarmupCosine) -> WarmupCosine:
+    """The LR schedule a checkpoint ran on (older checkpoints: rebuilt from their settings)."""
+    if "schedule" in loop_state:
+        try:
+            return WarmupCosine.from_state(loop_state["schedule"])
+        except (TypeError, ValueError):
+            logger.warning("the checkpoint's LR schedule is unreadable; rebuilt from its settings")
+    saved = loop_state.get("config") or {}
+    try:
+        return WarmupCosine(
+            float(saved["lr"]),
+            int(saved["warmup_steps"]),
+            int(saved["steps"]),
+            final_lr=float(saved["min_lr"]),
+        )
+    except (KeyError, TypeError, ValueError):
+        return fallback
+
+
+def _schedule_note(old: WarmupCosine, new: WarmupCosine, step: int) -> str:
+    """One line on how a resume with other schedule settings continues the LR (no jump)."""
+    changed = [
+        f"{name} {getattr(old, attr):g} -> {getattr(new, attr):g}"
+        for name, attr in (
+            ("steps", "total_steps"),
+            ("lr", "base_lr"),
+            ("warmup_steps", "warmup_steps"),
+        )
+        if getattr(old, attr) != getattr(new, attr)
+    ]
+    lr0 = old.lr(step)
+    if step < new.warmup_steps:
+        shape = f"warms up from {lr0:.2e} to {new.base_lr:.2e} at step {new.warmup_steps}, then"
+    else:
+        shape = f"continues from {lr0:.2e} at step {step} and"
+        if new.base_lr != old.base_lr:
+            shape = f"(lr only shapes the warm-up, which is over) {shape}"
+    note = (
+        f"LR schedule ({', '.join(changed)}): the LR {shape} decays by a cosine to "
+        f"{new.final_lr:.2e} at step {new.total_steps}, without a jump"
+    )
+    if old.lr(step) <= old.final_lr * (1 + 1e-9) and new.total_steps > old.total_steps:
+        note += (
+            "; the old schedule had ended, so the added steps run at its final LR "
+            "(raise min_lr live with `vsrkit config set` to train on faster)"
+        )
+    return note
+
+
+def _worker_message(exc: BaseException) -> str:
+    """The original message of a data error, also when a DataLoader worker re-raised it with
+    the worker's traceback folded into the text."""
+    text = str(exc)
+    if "Traceback (most recent call last)" not in text:
+        return text
+    last = [ln for ln in text.strip().splitlines() if ln.strip()][-1]
+    return last.split(": ", 1)[1] if ": " in last else last

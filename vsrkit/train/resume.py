@@ -1,31 +1,93 @@
-"""Where a run lives and where it resumes from (``--run-dir``, ``--resume``)."""
+"""Where a run lives, where it resumes from, and which settings a resumed run uses.
+
+Resume semantics (``vsrkit train --resume ...``):
+
+- What the user gives on this command line (flags and the ``--config`` file) wins.
+- Every other setting of the run comes from the checkpoint: the live settings from the runtime
+  snapshot saved with it (they include edits made while the run went on), the rest from the
+  startup settings saved in it. Settings of this process (device, monitor, threads, ...; see
+  :data:`~vsrkit.train.config.PROCESS_KEYS`) always come from this invocation.
+- The run prints one block that says which settings came from where (:func:`resume_block`).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import platformdirs
 
+from vsrkit._atomic import atomic_write_json
 from vsrkit.checkpoint import (
+    CheckpointError,
     CheckpointManager,
     CheckpointNotFoundError,
     parse_checkpoint_name,
     prompt_for_checkpoint,
 )
 from vsrkit.errors import VsrkitError
-from vsrkit.train.config import TrainConfig
+from vsrkit.train.config import PROCESS_KEYS, TrainConfig, TrainConfigError
 from vsrkit.train.distributed import DistContext
 
-__all__ = ["ResumeError", "default_runs_root", "resolve_resume", "resolve_run_dir"]
+__all__ = [
+    "ResumeError",
+    "Resumed",
+    "ResumedSettings",
+    "SettingRow",
+    "default_runs_root",
+    "resolve_resume",
+    "resolve_run_dir",
+    "resume_block",
+    "resume_config",
+]
 
 logger = logging.getLogger(__name__)
+
+#: Live settings (``runtime_config.json``) that a resumed run takes from the snapshot.
+LIVE_KEYS = (
+    "plateau_patience",
+    "plateau_safety_threshold",
+    "cooldown_duration",
+    "max_lr",
+    "min_lr",
+    "grad_clip",
+    "l1_weight",
+    "ms_weight",
+    "grad_weight",
+    "perceptual_weight",
+    "val_every",
+    "log_every",
+    "ckpt_every",
+)
 
 
 class ResumeError(VsrkitError):
     """``--resume`` names something that cannot be resumed from."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Resumed:
+    """A loaded checkpoint: its step, its state and the file it came from."""
+
+    step: int
+    state: dict[str, Any]
+    path: Path | None
+
+
+@dataclasses.dataclass(frozen=True)
+class SettingRow:
+    """One line of the resume block: a setting, its value, where it came from, what it
+    replaced (``None`` when nothing else was on offer)."""
+
+    key: str
+    value: Any
+    source: str
+    instead_of: str | None = None
 
 
 def default_runs_root() -> Path:
@@ -40,12 +102,13 @@ def _checkpoint_path(resume: str | None) -> Path | None:
     return Path(resume).expanduser()
 
 
-def resolve_run_dir(cfg: TrainConfig) -> Path:
+def resolve_run_dir(cfg: TrainConfig, *, create: bool = True) -> Path:
     """The run folder: ``--run-dir``, else the folder of a ``--resume PATH`` checkpoint, else a
-    new folder under :func:`default_runs_root`. Created if missing.
+    new folder under :func:`default_runs_root`. Created if missing (with ``create``).
 
     Raises:
-        ResumeError: ``--resume latest|best|STEP|ask`` without ``--run-dir``.
+        ResumeError: ``--resume latest|best|STEP|ask`` without ``--run-dir``, or
+            ``--resume best|STEP|ask`` with a run folder that does not exist.
     """
     path = _checkpoint_path(cfg.resume)
     if cfg.run_dir is not None:
@@ -56,54 +119,106 @@ def resolve_run_dir(cfg: TrainConfig) -> Path:
         raise ResumeError(f"--resume {cfg.resume} needs --run-dir (the run folder to resume)")
     else:
         run_dir = default_runs_root() / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.preset}"
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise VsrkitError(f"cannot create run folder {run_dir}: {exc.strerror or exc}") from exc
+    if cfg.resume not in (None, "latest") and not run_dir.is_dir():
+        raise ResumeError(f"--resume {cfg.resume}: the run folder {run_dir} does not exist")
+    if create:
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise VsrkitError(f"cannot create run folder {run_dir}: {exc.strerror or exc}") from exc
     return run_dir
 
 
 def resolve_resume(
     cfg: TrainConfig, ckpts: CheckpointManager | None, run_dir: Path, ctx: DistContext
-) -> tuple[int, dict[str, Any]] | None:
-    """Pick the checkpoint named by ``--resume`` on rank 0 and load it on every rank.
+) -> Resumed | None:
+    """Load the checkpoint named by ``--resume`` (chosen and checked on rank 0, then loaded on
+    every rank).
 
-    ``latest`` with no checkpoint yet starts from scratch (with a warning), so one command line
-    both starts and resumes a job; ``best``, a step, a path or ``ask`` that find nothing raise.
+    ``latest`` and ``best`` check each candidate's sha256 against its manifest and set aside
+    (rename ``*.corrupt``, one warning each) every one that fails to load, then use the next;
+    ``latest`` with no checkpoint yet starts from scratch (with a warning), so one command
+    line both starts and resumes a job. A step, a path or ``ask`` load exactly that file.
 
     Returns:
-        ``(step, state)`` or ``None`` to start from scratch.
+        The loaded checkpoint, or ``None`` to start from scratch.
 
     Raises:
-        ResumeError: Nothing matches ``--resume``.
+        ResumeError: Nothing matches ``--resume``, the chosen file is damaged, or every
+            checkpoint of the folder is damaged (one line each).
     """
+    how = cfg.resume or "latest"
     step: int | None = None
     error: str | None = None
+    main_state: dict[str, Any] | None = None
+    path: Path | None = None
     if ctx.is_main:
         assert ckpts is not None
         try:
-            step = _choose_step(cfg.resume or "latest", ckpts)
-        except (ResumeError, CheckpointNotFoundError) as exc:
+            found = _load_on_main(how, ckpts, run_dir)
+        except (ResumeError, CheckpointError) as exc:
             error = str(exc)
-    step, error = ctx.broadcast((step, error))
+        else:
+            if found is not None:
+                step, main_state, path = found.step, found.state, found.path
+    step, error, path = ctx.broadcast((step, error, path))
     if error is not None:
         raise ResumeError(error)
     if step is None:
-        logger.warning("--resume latest: no checkpoint in %s yet, starting from scratch", run_dir)
         return None
-    reader = ckpts or CheckpointManager(run_dir / "checkpoints", mirror_dir=cfg.mirror_dir)
-    return reader.restore(step, map_location="cpu")
+    if main_state is not None:
+        return Resumed(step, main_state, path)
+    reader = CheckpointManager(run_dir / "checkpoints", mirror_dir=cfg.mirror_dir)
+    return Resumed(step, reader.restore(step, map_location="cpu")[1], path)
+
+
+def _load_on_main(how: str, ckpts: CheckpointManager, run_dir: Path) -> Resumed | None:
+    before = {r.filename for r in ckpts.list() if r.status != "uncommitted"}
+    if how in ("latest", "best"):
+        if how == "latest" and not before and ckpts.latest_step() is None:
+            logger.warning(
+                "--resume latest: no checkpoint in %s yet, starting from scratch", run_dir
+            )
+            return None
+        try:
+            step, state = ckpts.restore(best=how == "best", map_location="cpu", verify=True)
+        except CheckpointNotFoundError as exc:
+            gone = before - {r.filename for r in ckpts.list()}
+            if gone:
+                raise ResumeError(
+                    f"--resume {how}: every checkpoint in {ckpts.directory} is damaged "
+                    f"({len(gone)} renamed to *.corrupt); nothing to resume from"
+                ) from exc
+            if how == "best":
+                raise ResumeError(
+                    f"--resume best: no checkpoint with a quality in {ckpts.directory}"
+                ) from exc
+            raise ResumeError(f"--resume latest: {exc}") from exc
+        return Resumed(step, state, _file_of(ckpts, step))
+    chosen = _choose_step(how, ckpts)
+    if chosen is None:
+        return None
+    try:
+        step, state = ckpts.restore(chosen, map_location="cpu", verify=True)
+    except CheckpointError as exc:
+        raise ResumeError(f"--resume {how}: {exc}") from exc
+    return Resumed(step, state, _file_of(ckpts, step))
+
+
+def _file_of(ckpts: CheckpointManager, step: int) -> Path | None:
+    try:
+        return ckpts.directory / str(ckpts.manifest(step)["file"])
+    except (CheckpointError, OSError, ValueError, KeyError):
+        return None
+
+
+def _valid_steps(ckpts: CheckpointManager) -> str:
+    steps = sorted({r.step for r in ckpts.list() if r.valid})
+    return ", ".join(map(str, steps[-10:])) or "none"
 
 
 def _choose_step(resume: str, ckpts: CheckpointManager) -> int | None:
     valid = [r for r in ckpts.list() if r.valid]
-    if resume == "latest":
-        return ckpts.latest_step()
-    if resume == "best":
-        best = ckpts.best_step()
-        if best is None:
-            raise ResumeError(f"--resume best: no checkpoint with a quality in {ckpts.directory}")
-        return best
     if resume == "ask":
         if not valid:
             raise ResumeError(f"--resume ask: no checkpoint in {ckpts.directory}")
@@ -114,8 +229,10 @@ def _choose_step(resume: str, ckpts: CheckpointManager) -> int | None:
     if resume.isdigit():
         step = int(resume)
         if not any(r.step == step for r in valid):
-            steps = ", ".join(str(r.step) for r in valid[-10:]) or "none"
-            raise ResumeError(f"--resume {step}: no valid checkpoint at that step (have: {steps})")
+            raise ResumeError(
+                f"--resume {step}: no valid checkpoint at that step in {ckpts.directory} "
+                f"(have: {_valid_steps(ckpts)})"
+            )
         return step
     path = Path(resume).expanduser()
     parsed = parse_checkpoint_name(path.name)
@@ -124,3 +241,133 @@ def _choose_step(resume: str, ckpts: CheckpointManager) -> int | None:
     if path.resolve().parent != ckpts.directory.resolve():
         raise ResumeError(f"--resume {resume}: the checkpoint is not in {ckpts.directory}")
     return parsed.step
+
+
+# ---------------------------------------------------------------------- settings on resume
+
+
+def read_snapshot(run_dir: Path, step: int, name: str | None) -> dict[str, Any] | None:
+    """The runtime snapshot saved with the checkpoint of ``step`` (``None`` if unusable)."""
+    path = run_dir / (name or f"runtime_config_step_{step}.json")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        logger.warning(
+            "runtime snapshot %s unusable (%s): live settings from the checkpoint", path, exc
+        )
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+@dataclasses.dataclass(frozen=True)
+class ResumedSettings:
+    """What a resumed run uses.
+
+    Attributes:
+        config: The startup settings (the checkpoint's, with what the user gave on top).
+        live: The live settings to start the runtime config with (the runtime snapshot's,
+            with what the user gave on top).
+        rows: The lines of the block that says where each differing setting came from.
+    """
+
+    config: TrainConfig
+    live: dict[str, Any]
+    rows: list[SettingRow]
+
+
+def resume_config(
+    cfg: TrainConfig,
+    saved: Mapping[str, Any] | None,
+    snapshot: Mapping[str, Any] | None,
+) -> ResumedSettings:
+    """The settings of a resumed run, and the rows of the block that says where each came from.
+
+    ``cfg`` is this invocation's config (with origins), ``saved`` the startup settings stored
+    in the checkpoint, ``snapshot`` the runtime snapshot saved with it. The startup settings
+    come from ``saved`` and the live ones (LR bounds, clip, weights, cadence...) from
+    ``snapshot``, except where the user gave a value on the command line or in ``--config``.
+
+    Example:
+        >>> cfg = TrainConfig.from_sources(overrides={"steps": 900, "log_every": 1})
+        >>> got = resume_config(cfg, {"steps": 600, "model": "small"}, {"log_every": 5})
+        >>> got.config.steps, got.config.model, got.live["log_every"]
+        (900, 'small', 1)
+        >>> [(r.key, r.source) for r in got.rows]
+        [('steps', 'command line'), ('log_every', 'command line'), ('model', 'checkpoint')]
+
+    Raises:
+        ResumeError: A saved setting no longer passes the checks (one line naming it).
+    """
+    saved = dict(saved or {})
+    snapshot = dict(snapshot or {})
+    fresh = cfg.to_dict()
+    values: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    live: dict[str, Any] = {}
+    rows: list[SettingRow] = []
+    for key, mine in fresh.items():
+        if key in PROCESS_KEYS:
+            continue
+        given = cfg.origin(key) in ("command line", "config file")
+        if key in saved and not given:
+            values[key], origins[key] = saved[key], "checkpoint"
+        offered: tuple[Any, str] | None = None
+        if key in LIVE_KEYS and key in snapshot:
+            offered = (snapshot[key], "runtime snapshot")
+            live[key] = mine if given else snapshot[key]
+        elif key in saved:
+            offered = (saved[key], "checkpoint")
+        if offered is None:
+            continue
+        value, source = offered
+        if given and value != mine:
+            rows.append(SettingRow(key, mine, cfg.origin(key), f"{source}: {_show(value)}"))
+        elif not given and value != mine:
+            rows.append(SettingRow(key, value, source, f"{cfg.origin(key)}: {_show(mine)}"))
+    try:
+        new = cfg.with_values(values, origins)
+    except TrainConfigError as exc:
+        raise ResumeError(f"cannot resume with the checkpoint's settings: {exc}") from exc
+    order = {k: i for i, k in enumerate(fresh)}
+    rows.sort(key=lambda r: (r.source not in ("command line", "config file"), order[r.key]))
+    return ResumedSettings(new, live, rows)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "none" if value is None else str(value)
+
+
+def resume_block(step: int, path: Path | None, rows: list[SettingRow]) -> str:
+    """The lines printed at the start of a resumed run."""
+    where = f" ({path.name})" if path is not None else ""
+    lines = [f"resumed from step {step}{where}"]
+    if rows:
+        lines.append("  settings that differ from a fresh start (what you give wins):")
+        width = max(len(r.key) for r in rows)
+        vwidth = max(len(_show(r.value)) for r in rows)
+        for r in rows:
+            tail = f"  (instead of {r.instead_of})" if r.instead_of else ""
+            lines.append(f"    {r.key:<{width}}  {_show(r.value):<{vwidth}}  from {r.source}{tail}")
+    lines.append("  every other setting as the run had it")
+    return "\n".join(lines)
+
+
+def sync_live_file(run_dir: Path, settings: ResumedSettings) -> None:
+    """Write the live settings given on this command line into ``runtime_config.json``, so
+    the run does not take the older values there for edits (rank 0, before the manager)."""
+    given = {
+        r.key: settings.live[r.key]
+        for r in settings.rows
+        if r.key in settings.live and r.source in ("command line", "config file")
+    }
+    path = run_dir / "runtime_config.json"
+    if not given or not path.is_file():
+        return
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # the manager reports an unusable live file itself
+    if isinstance(doc, dict) and any(doc.get(k) != v for k, v in given.items()):
+        atomic_write_json(path, {**doc, **given}, indent=2)
