@@ -287,10 +287,13 @@ class TerminalView:
         return status_document(values, measured_at_step=measured)
 
     def _width(self) -> int:
+        """The terminal's width; a pty that reports 0 columns (unset) counts as 80 (or
+        ``COLUMNS``), so the panel is never cut to one character per line."""
         try:
-            return os.get_terminal_size(self.stream.fileno()).columns
+            columns = os.get_terminal_size(self.stream.fileno()).columns
         except (OSError, ValueError, AttributeError):
-            return shutil.get_terminal_size((80, 24)).columns
+            columns = 0
+        return columns if columns > 0 else shutil.get_terminal_size((80, 24)).columns
 
     def _write(self, text: str) -> None:
         with self._out, contextlib.suppress(OSError, ValueError):
