@@ -214,3 +214,15 @@ def test_deep_or_huge_json_in_the_live_file_is_a_logged_rejection(run_dir: Path)
     reasons = [r["reason"] for r in read_jsonl(run_dir)]
     assert any("nested" in r for r in reasons)
     assert mgr.current == example_settings()
+
+
+def test_a_refused_document_sent_again_and_again_is_one_log_line(run_dir: Path, caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="vsrkit.config")
+    mgr = RuntimeConfigManager(run_dir, initial=example_settings(), max_patch_keys=4)
+    for _ in range(100):
+        mgr.submit(junk_patch(10))
+    mgr.poll(mgr.poll_every)
+    assert caplog.messages == [
+        "Config Rejected: a change may name at most 4 keys, got 10 (99 more times from web)"
+    ]
+    assert len(read_jsonl(run_dir)) == 100  # every refusal is still recorded

@@ -526,19 +526,26 @@ def _log_changes(changes: list[ConfigChange]) -> None:
     Every key, value and reason is escaped (:func:`~vsrkit._text.printable`), so text
     typed into the page cannot forge a log line or move a terminal's cursor.
     """
+    repeats: dict[tuple[str, str], int] = {}  # a refused document seen again: one line
+    for c in changes:
+        if c.key is None and not c.accepted:
+            repeats[(c.source, c.reason)] = repeats.get((c.source, c.reason), 0) + 1
     i = 0
     while i < len(changes):
         c = changes[i]
         j = i + 1
-        if c.accepted:
+        if c.key is None and not c.accepted:
+            n = repeats.pop((c.source, c.reason), 0)
+            if n:
+                more = f" ({n - 1} more times from {printable(c.source, 40)})" if n > 1 else ""
+                logger.warning("Config Rejected: %s%s", printable(c.reason, 400), more)
+        elif c.accepted:
             logger.info(
                 "Config Update: %s %s -> %s",
                 printable(c.key),
                 printable(_fmt(c.old)),
                 printable(_fmt(c.new)),
             )
-        elif c.key is None:
-            logger.warning("Config Rejected: %s", printable(c.reason, 400))
         else:
             while (
                 j < len(changes)

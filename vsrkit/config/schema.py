@@ -203,11 +203,13 @@ def _reject_constant(name: str) -> Any:
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _BadConstant(f"duplicate key {key!r}")
-        out[key] = value
+    out = dict(pairs)  # C speed; the loop below runs only when a key repeats
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _BadConstant(f"duplicate key {printable(key, 60)!r}")
+            seen.add(key)
     return out
 
 

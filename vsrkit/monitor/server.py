@@ -23,6 +23,7 @@ import hmac
 import ipaddress
 import logging
 import os
+import queue
 import re
 import secrets
 import socket
@@ -30,7 +31,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from http.server import ThreadingHTTPServer
+from http.server import HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -119,25 +120,39 @@ def write_secret(path: str | os.PathLike[str], text: str) -> None:
     os.replace(tmp, path)
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    """A thread per connection, at most ``max_connections`` of them (more: 503 at once)."""
+class _HTTPServer(HTTPServer):
+    """Connections are served by a pool of at most ``max_connections`` threads, started as
+    they are needed and kept; one connection more is answered 503 at once by the accepting
+    thread (no thread is started for it, so a flood costs a bounded number of threads)."""
 
-    daemon_threads = True
-    request_queue_size = 128
+    request_queue_size = 1024  # a burst of connections waits in the kernel, not SYN retries
 
     def __init__(self, address: tuple[str, int], handler: type, monitor: MonitorServer) -> None:
         self.monitor = monitor
-        self.active = 0
+        self.active = 0  # connections accepted and not closed yet
+        self.workers = 0  # threads of the pool
+        self._idle = 0
+        self._jobs: queue.SimpleQueue[tuple[Any, Any] | None] = queue.SimpleQueue()
+        self._next_accept = 0.0
         self._active_lock = threading.Lock()
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
+        interval = self.monitor._accept_interval
+        if interval:  # at most max_accept_rate connections a second; the kernel holds the rest
+            now = time.monotonic()
+            if self._next_accept > now:
+                time.sleep(self._next_accept - now)
+            self._next_accept = max(now, self._next_accept) + interval
         with self._active_lock:
             full = self.active >= self.monitor.max_connections
+            start = False
             if not full:
                 self.active += 1
-        if full:  # answered here, without a thread: the cost of a flood stays bounded
+                start = self._idle == 0 and self.workers < self.monitor.max_connections
+                self.workers += start
+        if full:
             self.monitor.refused_connections += 1
             with contextlib.suppress(OSError):
                 request.setblocking(False)
@@ -146,22 +161,41 @@ class _HTTPServer(ThreadingHTTPServer):
                 request.send(busy_reply(self.monitor.page.csp))
             self.shutdown_request(request)
             return
-        try:
-            super().process_request(request, client_address)
-        except Exception:  # no thread could be started: free the slot, drop the connection
-            self._release()
-            self.shutdown_request(request)
-            logger.warning("monitor: cannot start a thread for a connection", exc_info=True)
+        if start:
+            try:
+                threading.Thread(target=self._work, daemon=True, name="vsrkit-monitor-conn").start()
+            except RuntimeError:  # no thread could be started: drop the connection, go on
+                with self._active_lock:
+                    self.workers -= 1
+                    self.active -= 1
+                self.shutdown_request(request)
+                logger.warning("monitor: cannot start a thread for a connection", exc_info=True)
+                return
+        self._jobs.put((request, client_address))
 
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._release()
+    def _work(self) -> None:
+        while True:
+            with self._active_lock:
+                self._idle += 1
+            job = self._jobs.get()
+            with self._active_lock:
+                self._idle -= 1
+            if job is None:
+                return
+            request, client_address = job
+            try:
+                self.finish_request(request, client_address)
+            except Exception:
+                self.handle_error(request, client_address)
+            finally:
+                self.shutdown_request(request)
+                with self._active_lock:
+                    self.active -= 1
 
-    def _release(self) -> None:
-        with self._active_lock:
-            self.active -= 1
+    def server_close(self) -> None:
+        super().server_close()
+        for _ in range(self.workers):  # each thread ends once its connection is done
+            self._jobs.put(None)
 
     def service_actions(self) -> None:  # called by serve_forever about every 0.2 s
         self.monitor._beat()
@@ -243,8 +277,11 @@ class MonitorServer:
         sse_interval: Seconds between two checks for a new document on ``/events``.
         max_body: Largest accepted request body in bytes (larger: 413).
         max_streams: Most concurrent ``/events`` streams (more: 503, the page polls instead).
-        max_connections: Most open connections; one more is answered 503 by the accepting
-            thread and closed, without a thread of its own.
+        max_connections: Most open connections, each served by a thread of a pool of as
+            many; one more is answered 503 by the accepting thread and closed.
+        max_accept_rate: New connections accepted per second; more wait in the kernel's
+            queue. With the connection cap it bounds what a flood of connections (even
+            refused ones) costs the training process. ``None``: no limit.
         max_request_rate: Requests per second the server answers, all clients together;
             beyond it requests wait their turn (sleeping, without the GIL), so a flood of
             clients costs training a bounded share of the CPU. Only requests that passed
@@ -287,6 +324,7 @@ class MonitorServer:
         max_body: int = 16 * 1024,
         max_streams: int = 16,
         max_connections: int = 64,
+        max_accept_rate: float | None = 1000.0,
         max_request_rate: float | None = 50.0,
         request_timeout: float = 10.0,
         header_timeout: float = 10.0,
@@ -312,10 +350,12 @@ class MonitorServer:
         ):
             if not value > 0:
                 raise MonitorServerError(f"{name} must be > 0, got {value}")
-        if max_request_rate is not None and max_request_rate <= 0:
-            raise MonitorServerError(
-                f"max_request_rate must be > 0 or None, got {max_request_rate}"
-            )
+        for name, rate in (
+            ("max_request_rate", max_request_rate),
+            ("max_accept_rate", max_accept_rate),
+        ):
+            if rate is not None and not rate > 0:
+                raise MonitorServerError(f"{name} must be > 0 or None, got {rate}")
         self.snapshot, self.actions, self.config = snapshot, actions, config
         self.host, self._requested_port = host, int(port)
         self.token = token or secrets.token_urlsafe(24)
@@ -331,6 +371,7 @@ class MonitorServer:
         self.max_body, self.max_streams = max_body, max_streams
         self.max_connections = int(max_connections)
         self._pace_interval = 0.0 if max_request_rate is None else 1.0 / max_request_rate
+        self._accept_interval = 0.0 if max_accept_rate is None else 1.0 / max_accept_rate
         self._next_slot = 0.0
         self._pace_lock = threading.Lock()
         self.request_timeout = float(request_timeout)
