@@ -12,17 +12,28 @@ slower at the `small` size.
 Part 2 runs ``vsrkit train --preset quick`` (in-process) and reports its wall time and the final
 SSIM improvement over bicubic (it must be above zero).
 
+Part 3 (``--threads-bench``) runs ``vsrkit train --preset quick --steps N`` as a child process
+alone and beside one CPU-busy process (``python -c "while True: pass"``), once with torch's
+default thread count (``--threads K``, K = what torch picks in a fresh process) and once with
+vsrkit's default (``--threads auto``), interleaved over ``--rounds`` rounds. It prints the
+child's wall time and its steps per second (the last progress line) and the ratio of the two
+defaults. Run it on an otherwise quiet machine (under the CPU lock here).
+
 Usage::
 
-    python benchmarks/overhead_bench.py                 # both parts
+    python benchmarks/overhead_bench.py                 # parts 1 and 2
     python benchmarks/overhead_bench.py --skip-quick --model tiny --steps 40
+    python benchmarks/overhead_bench.py --skip-overhead --skip-quick --threads-bench
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -222,6 +233,70 @@ def quick(args: argparse.Namespace) -> None:
     )
 
 
+def _child_env() -> dict[str, str]:
+    """The environment of a user who set no thread variables."""
+    drop = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "KMP_BLOCKTIME")
+    return {k: v for k, v in os.environ.items() if k not in drop}
+
+
+def _quick_child(threads: str, steps: int) -> tuple[float, float, str]:
+    """Wall seconds, steps/s of the final progress line, and the threads line of the log."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "vsrkit", "train", "--preset", "quick"]
+        cmd += ["--steps", str(steps), "--run-dir", tmp, "--threads", threads, "--no-monitor"]
+        cmd += ["--no-tensorboard", "--no-terminal-view"]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=_child_env())
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise RuntimeError(f"vsrkit train failed: {proc.stderr[-2000:]}")
+        rates = re.findall(r"([0-9.]+) it/s", proc.stdout)
+        chosen = re.search(r"(\d+) CPU thread\(s\) \(([^)]*)\)", proc.stdout)
+    return wall, float(rates[-1]), f"{chosen.group(1)} ({chosen.group(2)})" if chosen else "?"
+
+
+def threads_bench(args: argparse.Namespace) -> None:
+    torch_default = subprocess.run(
+        [sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+        capture_output=True,
+        text=True,
+        env=_child_env(),
+        check=True,
+    ).stdout.strip()
+    print(
+        f"\n# Part 3: vsrkit train --preset quick --steps {args.quick_steps}, alone and beside "
+        f"one busy process, {args.rounds} interleaved rounds; {os.cpu_count()} CPUs, "
+        f"torch's default {torch_default} threads, load {os.getloadavg()[0]:.1f}"
+    )
+    modes = [(f"torch default ({torch_default})", torch_default), ("vsrkit auto", "auto")]
+    results: dict[tuple[str, str], list[tuple[float, float, str]]] = {}
+    for _ in range(args.rounds):
+        for load in ("alone", "beside 1 busy"):
+            busy = None
+            if load != "alone":
+                busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                time.sleep(1.0)
+            try:
+                for name, threads in modes:
+                    results.setdefault((load, name), []).append(
+                        _quick_child(threads, args.quick_steps)
+                    )
+            finally:
+                if busy is not None:
+                    busy.kill()
+                    busy.wait()
+    print(f"{'load':<15}{'threads':<22}{'wall s':>8}{'it/s':>8}{'vs torch':>10}  chosen")
+    for load in ("alone", "beside 1 busy"):
+        base = statistics.median(r[1] for r in results[(load, modes[0][0])])
+        for name, _ in modes:
+            rows = results[(load, name)]
+            wall = statistics.median(r[0] for r in rows)
+            rate = statistics.median(r[1] for r in rows)
+            print(
+                f"{load:<15}{name:<22}{wall:>8.1f}{rate:>8.2f}{rate / base:>9.2f}x  {rows[-1][2]}"
+            )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="small", choices=("tiny", "small", "paper"))
@@ -233,11 +308,16 @@ def main() -> None:
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--skip-quick", action="store_true")
     p.add_argument("--skip-overhead", action="store_true")
+    p.add_argument("--threads-bench", action="store_true", help="run part 3")
+    p.add_argument("--quick-steps", type=int, default=100, help="part 3: steps per child run")
+    p.add_argument("--rounds", type=int, default=2, help="part 3: interleaved rounds")
     args = p.parse_args()
     if not args.skip_overhead:
         overhead(args)
     if not args.skip_quick:
         quick(args)
+    if args.threads_bench:
+        threads_bench(args)
 
 
 if __name__ == "__main__":

@@ -10,14 +10,22 @@ element-wise work are not counted).
 Rows side by side in the same run:
 
 - ``bicubic``: the no-model baseline (the skip path alone), frames/s of the upsampling;
-- ``cpu fp32``: eager float32 (the reference), and ``cpu fp32 cl`` with channels_last;
-- on CUDA (when available): ``cuda fp32`` eager (the CUDA baseline), ``cuda bf16 cl``
-  (bf16 autocast + channels_last) and ``cuda bf16 cl compile`` (+ ``torch.compile``).
+- ``cpu fp32``: eager float32 (the reference), and ``cpu fp32 cl`` with channels_last, for
+  every preset: the measurement behind ``vsrkit train``'s memory-format default per device;
+- on CUDA (when available): ``cuda fp32`` eager (the CUDA baseline), ``cuda fp32 cl``
+  (channels_last alone), ``cuda bf16 cl`` (bf16 autocast + channels_last) and
+  ``cuda bf16 cl compile`` (+ ``torch.compile``).
+
+With ``--rounds R`` the whole plan runs R times, interleaved (every row once per round), and
+the table shows the median over rounds; a second table gives, per preset and device, the
+ratio channels_last / contiguous of the s/step within each round (median, min, max): above
+1.0 channels_last is slower.
 
 Usage::
 
     python benchmarks/vsr_bench.py                     # tiny, small, paper on the CPU
     python benchmarks/vsr_bench.py --presets tiny --steps 10
+    python benchmarks/vsr_bench.py --rounds 5 --no-flops   # the memory-format decision
 """
 
 from __future__ import annotations
@@ -137,6 +145,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--no-flops", dest="flops", action="store_false")
     parser.add_argument("--no-cuda", dest="cuda", action="store_false")
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved repeats of the plan")
     parser.add_argument("--row", nargs=2, metavar=("PRESET", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -153,17 +162,15 @@ def main() -> None:
 
     import torch
 
-    modes = ["cpu fp32"]
+    modes = ["cpu fp32", "cpu fp32 cl"]
     cuda = args.cuda and torch.cuda.is_available()
     if cuda:
-        modes = ["cuda fp32", "cuda bf16 cl", "cuda bf16 cl compile", "cpu fp32"]
+        modes = ["cuda fp32", "cuda fp32 cl", "cuda bf16 cl", "cuda bf16 cl compile", *modes]
     presets = [p for p in args.presets.split(",") if p]
     plan = [("bicubic", modes[0])]
     for preset in presets:
         plan += [(preset, m) for m in modes]
-        if not cuda and preset == "tiny":
-            plan.append((preset, "cpu fp32 cl"))
-    base = sys.argv[1:]
+    base = sys.argv[1:]  # the children parse the same flags (they ignore --rounds)
     rows = []
     print(
         f"torch {torch.__version__}, {args.threads or torch.get_num_threads()} CPU threads, "
@@ -172,17 +179,22 @@ def main() -> None:
         f"load average {os.getloadavg()[0]:.1f}; s/step is the median of the timed steps",
         flush=True,
     )
-    for preset, mode in plan:
-        if preset != "bicubic" and mode.startswith("cpu") and cuda and preset == "paper":
-            continue  # the paper model on the CPU is not useful beside a GPU
-        cmd = [sys.executable, __file__, *base, "--row", preset, mode]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("ROW ")]
-        if proc.returncode != 0 or not lines:
-            print(f"{preset} / {mode}: failed\n{proc.stderr[-2000:]}", flush=True)
-            continue
-        rows.append(json.loads(lines[-1][4:]))
-        print(f"  done {preset} / {mode}", file=sys.stderr, flush=True)
+    runs: dict[tuple[str, str], list[dict[str, object]]] = {}
+    for r in range(args.rounds):
+        for preset, mode in plan:
+            if preset != "bicubic" and mode.startswith("cpu") and cuda and preset == "paper":
+                continue  # the paper model on the CPU is not useful beside a GPU
+            cmd = [sys.executable, __file__, *base, "--row", preset, mode]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("ROW ")]
+            if proc.returncode != 0 or not lines:
+                print(f"{preset} / {mode}: failed\n{proc.stderr[-2000:]}", flush=True)
+                continue
+            runs.setdefault((preset, mode), []).append(json.loads(lines[-1][4:]))
+            print(f"  round {r + 1}: done {preset} / {mode}", file=sys.stderr, flush=True)
+    for samples in runs.values():  # one row per (preset, mode): the median round
+        ordered = sorted(samples, key=lambda row: float(row["s_per_step"]))  # type: ignore[arg-type]
+        rows.append(ordered[len(ordered) // 2])
 
     # speed-up against eager float32 of the same preset on the same device
     ref = {
@@ -209,6 +221,22 @@ def main() -> None:
             f"{r['frames_per_s']:>11.1f} {vs:>7} "
             f"{fmt(r.get('gflop_per_step'), '.2f'):>10} {r['peak_mem_mb']:>8.0f}"
         )
+
+    # channels_last against contiguous, paired within each round
+    print(f"\n{'preset':<8} {'device':<6} {'cl / contiguous s/step':>24} {'min':>7} {'max':>7}")
+    for preset in presets:
+        for device in ("cpu", "cuda"):
+            a, b = runs.get((preset, f"{device} fp32")), runs.get((preset, f"{device} fp32 cl"))
+            if not a or not b:
+                continue
+            ratios = [
+                float(y["s_per_step"]) / float(x["s_per_step"])  # type: ignore[arg-type]
+                for x, y in zip(a, b, strict=False)
+            ]
+            print(
+                f"{preset:<8} {device:<6} {statistics.median(ratios):>24.3f} "
+                f"{min(ratios):>7.3f} {max(ratios):>7.3f}"
+            )
 
 
 if __name__ == "__main__":

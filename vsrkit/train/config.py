@@ -114,9 +114,9 @@ class TrainConfig:
     # hardware
     device: str = "auto"
     amp: str = "bf16"  # used on CUDA only: bf16 | fp16 (with GradScaler) | off
-    # None: channels_last on CUDA, contiguous on the CPU, where channels_last made a training
-    # step 1.1-1.4x slower (benchmarks/vsr_bench.py, tiny/small/paper side by side)
-    channels_last: bool | None = None
+    # faster on the CPU too, at every model size: a training step took 0.87-0.95x as long
+    # as with contiguous tensors (benchmarks/vsr_bench.py --rounds 5, tiny/small/paper)
+    channels_last: bool = True
     compile: bool = False
     threads: int | None = None  # CPU threads; None: the free cores (vsrkit.train.threads)
     # outputs

@@ -179,7 +179,6 @@ def _train(
             )
     torch.manual_seed(cfg.seed)
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp) if cuda else None
-    channels_last = cuda if cfg.channels_last is None else cfg.channels_last
     threads = CpuThreads(
         cfg.threads,
         processes=int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if ctx.distributed else 1,
@@ -192,7 +191,7 @@ def _train(
             dev,
             ctx.world_size,
             amp_dtype or "off",
-            "channels_last" if channels_last else "contiguous",
+            "channels_last" if cfg.channels_last else "contiguous",
             chosen.threads,
             chosen.reason,
         )
@@ -235,7 +234,7 @@ def _train(
     net = build_model(
         cfg.model, num_feat=cfg.n_feats, num_blocks=cfg.n_blocks, spynet_weights=cfg.spynet_weights
     ).to(dev)
-    if channels_last:
+    if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     activity = LayerActivityMonitor(net)
     model: torch.nn.Module = net
