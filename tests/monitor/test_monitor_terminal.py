@@ -197,3 +197,31 @@ def test_not_a_terminal_writes_plain_log_lines() -> None:
     lines = out.getvalue().splitlines()
     assert [ln.split(" | ")[0] for ln in lines] == ["step 1", "step 2"]  # one per new step
     assert "\x1b" not in out.getvalue()
+
+
+def test_the_panel_reads_activity_on_the_pages_scale() -> None:
+    doc = status_document(
+        {
+            "layer_activity_map": {"Backward_1": 62.4, "Forward_1": 82.4, "Final_Fusion": 100.0},
+            "layer_activity_peak": {"layer": "Final_Fusion", "value": 0.10},
+        }
+    )
+    lines = render_panel(doc, 100, color=False)
+    assert any(line.startswith("peak Final_Fusion 0.100 ") for line in lines)
+    streams = {
+        line.split()[0]: line for line in lines if line.split()[0] in ("Backward", "Forward")
+    }
+    assert streams["Backward"].endswith(" 0.0624 (1)") and "%" not in streams["Backward"]
+    assert streams["Forward"].endswith(" 0.0824 (1)")
+    assert all(line.count("█") <= 2 for line in streams.values())  # 0.08 of 2.0: nearly empty
+
+
+def test_layer_names_cannot_move_the_cursor() -> None:
+    doc = status_document(
+        {
+            "layer_activity_map": {"Final\x1b[2J_Fusion": 1.0},
+            "layer_activity_peak": {"layer": "Final\x1b[2J_Fusion\n", "value": 0.5},
+        }
+    )
+    text = "\n".join(render_panel(doc, 120, color=False))
+    assert "\x1b" not in text and "Final\\x1b[2J_Fusion\\n" in text
