@@ -161,9 +161,11 @@ def setup_logging(run_dir: Path, ctx: DistContext, progress: ProgressLine) -> li
 
 
 def _component_details(record: logging.LogRecord) -> bool:
-    """Console filter: the components' own INFO lines (``vsrkit.adaptive``) go to the log file
-    only; the recipe prints one line per decision (e.g. one per plateau event)."""
-    return not (record.name.startswith("vsrkit.adaptive") and record.levelno < logging.WARNING)
+    """Console filter: the components' own INFO lines (``vsrkit.adaptive``, and the monitor's
+    start line, whose console twin carries the token) go to the log file only; the recipe
+    prints one line per decision (e.g. one per plateau event)."""
+    own = record.name.startswith(("vsrkit.adaptive", "vsrkit.monitor.server"))
+    return not (own and record.levelno < logging.WARNING)
 
 
 class _ProgressHandler(logging.Handler):
