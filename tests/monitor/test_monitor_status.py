@@ -285,6 +285,8 @@ def test_the_reviews_eta_case() -> None:
         ({"training_active": True}, 10.0, "training"),
         ({"training_active": True, "step_current": 5, "step_max": 9}, 900.0, "stopped"),
         ({"training_active": True, "step_current": 9, "step_max": 9}, 900.0, "finished"),
+        ({"training_active": True, "step_current": 9, "step_max": 9}, 5.0, "finished"),
+        ({"training_active": True, "step_current": 9, "step_max": 9}, None, "training"),
         ({"training_active": False, "step_current": 5, "step_max": 9}, None, "stopped"),
         ({"training_active": False, "step_current": 9, "step_max": 9}, None, "finished"),
         ({}, None, "unknown"),

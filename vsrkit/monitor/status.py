@@ -281,6 +281,8 @@ def run_state(
         since = format_duration(heartbeat_age)
         state = "finished" if done else "stopped"
         return {"state": state, "reason": f"no sign of life from the run for {since}"}
+    if done and heartbeat_age is not None:  # a run folder whose last statistics are the end
+        return {"state": "finished", "reason": "the run reached its last step"}
     if active is False:
         return {
             "state": "finished" if done else "stopped",
