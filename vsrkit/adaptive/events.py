@@ -30,14 +30,14 @@ class PlateauReason(str, Enum):
 _MESSAGES = {
     PlateauReason.WARMUP: "warming up: smoothing the loss, not counting yet",
     PlateauReason.NON_FINITE: "loss was NaN or infinite: value ignored (see non_finite policy)",
-    PlateauReason.IMPROVED: "smoothed loss improved on the best by more than the threshold",
+    PlateauReason.IMPROVED: "loss fell more than the threshold over the last `patience` steps",
     PlateauReason.QUALITY: "quality metric improved: counter reset",
-    PlateauReason.TREND: "smoothed loss is still falling: counter reset",
-    PlateauReason.GRACE: "slight improvement: counter rising at the grace rate",
-    PlateauReason.NO_IMPROVEMENT: "no improvement: counter rising",
+    PlateauReason.TREND: "the loss still follows its longer downward trend: counter reset",
+    PlateauReason.GRACE: "improvement neither shown nor ruled out: counter rising",
+    PlateauReason.NO_IMPROVEMENT: "no improvement beyond the threshold: counter rising",
     PlateauReason.COOLDOWN: "in cooldown after a trigger: not counting",
-    PlateauReason.PLATEAU: "plateau: no improvement for `patience` steps",
-    PlateauReason.SAFETY: "safety net: no new best loss for `safety_steps` steps",
+    PlateauReason.PLATEAU: "plateau: no improvement beyond the threshold in `patience` steps",
+    PlateauReason.SAFETY: "safety net: no sign of a falling loss for `safety_steps` steps",
 }
 
 
@@ -46,7 +46,8 @@ class PlateauEvent(NamedTuple):
 
     ``counter`` and ``stalled_steps`` are in steps (the caller's step numbers); ``ema``,
     ``best`` and ``threshold`` are in loss units (``None`` before the first finite loss).
-    ``stalled_steps`` counts steps since the last new best loss and is not reset by a trigger.
+    ``stalled_steps`` counts steps since the last evidence of a falling loss (``IMPROVED``
+    or ``TREND``) and is not reset by a trigger.
     """
 
     step: int

@@ -1,14 +1,18 @@
 """Plateau detection on a noisy loss: :class:`PlateauTracker`, :class:`PlateauEvent`.
 
 The tracker is a pure object: the caller passes ``(step, loss, quality)`` as floats, the
-tracker answers with a :class:`PlateauEvent` and never touches an optimizer. See
-``docs/adaptive.md`` for the rules and the benchmark against ``ReduceLROnPlateau``.
+tracker answers with a :class:`PlateauEvent` and never touches an optimizer. The decision is a
+one-sided statistical test on the last ``patience`` steps (see :class:`PlateauTracker` and
+``docs/adaptive.md``, with the benchmark against ``ReduceLROnPlateau``); the statistics live in
+:mod:`vsrkit.adaptive._plateau_stats`.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import warnings
+from collections.abc import Mapping
 from typing import Any
 
 from vsrkit.adaptive._common import (
@@ -16,18 +20,20 @@ from vsrkit.adaptive._common import (
     AdaptiveError,
     check_int,
     check_number,
-    check_state,
     opt_float,
 )
+from vsrkit.adaptive._plateau_stats import BatchWindow, t_quantile
 from vsrkit.adaptive.events import PlateauEvent, PlateauReason
 
-__all__ = ["PlateauReason", "PlateauEvent", "PlateauTracker", "RUNTIME_KEYS"]
+__all__ = ["PlateauReason", "PlateauEvent", "PlateauTracker", "RUNTIME_KEYS", "STATE_VERSION"]
 
 log = logging.getLogger(__name__)
 
-_VERSION = 1
-_SLOW = 0.5  # the trend EMA is this much slower than the loss EMA
-_NOISE = 1.0 / (2.0 / math.sqrt(math.pi))  # E|x_t - x_t-1| = 2 sigma / sqrt(pi) for Gaussian noise
+#: version of :meth:`PlateauTracker.state_dict`; version 1 (the EMA tracker) still loads
+STATE_VERSION = 2
+_VERSION = STATE_VERSION
+BATCHES = 10  # batches per patience window (batch width = ceil(patience / BATCHES) steps)
+NOISE_WINDOWS = 4  # batches of the last max(NOISE_WINDOWS, 1 + trend) windows give the noise
 
 #: runtime-config key -> :meth:`PlateauTracker.configure` argument
 RUNTIME_KEYS: dict[str, str] = {
@@ -36,7 +42,6 @@ RUNTIME_KEYS: dict[str, str] = {
     "cooldown_duration": "cooldown",
 }
 
-
 _SETTINGS = (
     "patience",
     "cooldown",
@@ -44,36 +49,53 @@ _SETTINGS = (
     "safety_steps",
     "rel_threshold",
     "level_decades",
-    "noise_k",
-    "grace_margin",
-    "grace_rate",
+    "confidence",
+    "trend",
     "quality_threshold",
     "aggressive_sharpness",
     "non_finite",
 )
+_FIXED = ("mode", "ema_alpha", "clip_k")  # constructor only
+#: accepted for compatibility, no effect since state version 2 (the EMA counter is gone)
+_DEPRECATED = ("noise_k", "grace_margin", "grace_rate")
 
 
 class PlateauTracker:
-    """Detects a plateau of a noisy loss with a smoothed, noise-aware, multi-signal counter.
+    """Detects a plateau of a noisy loss with a one-sided test on the last ``patience`` steps.
 
-    Every update smooths the loss with a bias-corrected EMA (outliers beyond ``clip_k``
-    noise scales are clipped first) and compares the EMA with the best EMA so far. The
-    threshold is ``max(rel * |best|, noise_k * noise of the EMA)``, where ``rel`` falls
-    from ``rel_threshold[1]`` to ``rel_threshold[0]`` as the loss drops ``level_decades``
-    decades below its first value (scale-free, so x1e-3 and x1e3 curves behave the same).
-    The counter resets when the EMA beats the best by the threshold, when a slower EMA
-    shows the loss is still falling, or when ``quality`` beats its best by
-    ``quality_threshold`` (relative); it rises at ``grace_rate`` on a slight improvement,
-    and by the step difference otherwise. At ``counter > patience`` the event triggers,
-    the counter restarts and ``cooldown`` steps follow without counting. With
-    ``safety_steps`` set, it also triggers when no new best loss came for that many steps
-    (runtime key ``plateau_safety_threshold``): a net for signals that keep resetting the
-    counter while the loss itself never improves.
+    Each value is clipped to ``clip_k`` noise scales around the current fit (one spike cannot
+    fake a trend) and goes into batches of ``ceil(patience / 10)`` steps. The *improvement* is
+    the least-squares slope of the values of the last ``patience`` steps times ``patience``;
+    its standard error uses the noise scale of one value, estimated robustly from the
+    second differences of the batch means of the last ``max(4, 1 + trend)`` windows (batch
+    means absorb short-range autocorrelation; a significant lag-1 correlation of the batch
+    means is corrected for). With ``z`` the one-sided Student-t quantile at ``confidence``:
+
+    - **plateau** (``NO_IMPROVEMENT``): the upper confidence bound of the improvement is at
+      most the threshold ``max(rel * |level|, z * se)``, where ``rel`` falls from
+      ``rel_threshold[1]`` to ``rel_threshold[0]`` as the loss drops ``level_decades`` decades
+      (the threshold is never finer than the test can resolve in ``patience`` steps: under
+      noise this reads "no estimated improvement at all"). A window in which every value is
+      below the one before is never a plateau;
+    - **improved** (``IMPROVED``): the lower confidence bound exceeds ``rel * |level|``;
+    - **trend** (``TREND``): a plateau-looking window is still taken as progress when the
+      ``trend * patience`` steps before it decline significantly and the window's mean lies
+      within the confidence band of that decline's extrapolation (slow steady declines);
+    - otherwise inconclusive (``GRACE``).
+
+    It triggers (``PLATEAU``) on a plateau verdict once ``patience`` steps were counted since
+    the last trigger, quality reset or the end of the warmup/cooldown, so ``patience`` is the
+    most evidence it needs: a flat noiseless loss triggers at ``counter > patience`` exactly
+    like ``ReduceLROnPlateau``. ``counter`` reports the steps since the last evidence of
+    progress (improved, trend, quality). ``quality`` (higher is better) beating its best by
+    ``quality_threshold`` (relative) resets the count; ``safety_steps`` triggers (``SAFETY``)
+    after that many steps without evidence of a falling loss even if quality kept resetting.
+    ``mode="max"`` tracks a metric that should rise.
 
     Non-finite losses (and ``|loss| > 1e150``) follow ``non_finite``: ``"skip"`` (default;
     ignored, reported as ``NON_FINITE``), ``"bad"`` (counted as a step without improvement)
-    or ``"raise"``.
-    Steps must increase from call to call. Not thread-safe; call it from the loop.
+    or ``"raise"``. Steps must increase from call to call. Not thread-safe; call it from the
+    loop.
 
     Example:
         >>> tracker = PlateauTracker(patience=20, cooldown=5)
@@ -88,9 +110,8 @@ class PlateauTracker:
     _safety_steps: int | None
     _rel_threshold: tuple[float, float]
     _level_decades: float
-    _noise_k: float
-    _grace_margin: float
-    _grace_rate: float
+    _confidence: float
+    _trend: float
     _quality_threshold: float
     _aggressive_sharpness: float
     _non_finite: str
@@ -101,23 +122,29 @@ class PlateauTracker:
         patience: int = 250,
         cooldown: int = 50,
         warmup: int = 0,
-        ema_alpha: float = 0.1,
+        mode: str = "min",
         safety_steps: int | None = None,
-        rel_threshold: tuple[float, float] = (0.001, 0.005),
+        rel_threshold: tuple[float, float] = (0.0001, 0.001),
         level_decades: float = 2.0,
-        noise_k: float = 2.0,
+        confidence: float = 0.8,
+        trend: float = 4.0,
         clip_k: float = 4.0,
-        grace_margin: float = 0.5,
-        grace_rate: float = 0.5,
+        ema_alpha: float = 0.1,
         quality_threshold: float = 0.001,
         aggressive_sharpness: float = 0.70,
         non_finite: str = "skip",
+        noise_k: float | None = None,
+        grace_margin: float | None = None,
+        grace_rate: float | None = None,
     ) -> None:
-        self._alpha = check_number(
-            "PlateauTracker", "ema_alpha", ema_alpha, low=0, high=1, low_open=True
-        )
-        self._clip_k = check_number("PlateauTracker", "clip_k", clip_k, low=0, low_open=True)
-        self._ema_noise = math.sqrt(self._alpha / (2.0 - self._alpha)) * _NOISE
+        owner = "PlateauTracker"
+        if mode not in ("min", "max"):
+            raise AdaptiveError(f"{owner}: mode must be 'min' or 'max', got {mode!r}")
+        self._mode = mode
+        self._sign = -1.0 if mode == "max" else 1.0
+        self._alpha = check_number(owner, "ema_alpha", ema_alpha, low=0, high=1, low_open=True)
+        self._clip_k = check_number(owner, "clip_k", clip_k, low=0, low_open=True)
+        self._deprecated: dict[str, float | None] = dict.fromkeys(_DEPRECATED)
         self.configure(
             patience=patience,
             cooldown=cooldown,
@@ -125,12 +152,20 @@ class PlateauTracker:
             safety_steps=safety_steps,
             rel_threshold=rel_threshold,
             level_decades=level_decades,
-            noise_k=noise_k,
-            grace_margin=grace_margin,
-            grace_rate=grace_rate,
+            confidence=confidence,
+            trend=trend,
             quality_threshold=quality_threshold,
             aggressive_sharpness=aggressive_sharpness,
             non_finite=non_finite,
+            **{
+                k: v
+                for k, v in (
+                    ("noise_k", noise_k),
+                    ("grace_margin", grace_margin),
+                    ("grace_rate", grace_rate),
+                )
+                if v is not None
+            },
         )
         self._reset_state()
 
@@ -138,10 +173,12 @@ class PlateauTracker:
     @property
     def settings(self) -> dict[str, Any]:
         """The current settings (constructor arguments), JSON-safe."""
-        out = {name: getattr(self, "_" + name) for name in _SETTINGS}
+        out: dict[str, Any] = {name: getattr(self, "_" + name) for name in _SETTINGS}
         out["rel_threshold"] = list(out["rel_threshold"])
+        out["mode"] = self._mode
         out["ema_alpha"] = self._alpha
         out["clip_k"] = self._clip_k
+        out.update(self._deprecated)
         return out
 
     def configure(self, **settings: Any) -> None:
@@ -149,7 +186,9 @@ class PlateauTracker:
 
         Accepts the constructor's names and the runtime-config keys of :data:`RUNTIME_KEYS`
         (``plateau_patience``, ``plateau_safety_threshold``, ``cooldown_duration``).
-        ``ema_alpha`` and ``clip_k`` are fixed at construction.
+        ``mode``, ``ema_alpha`` and ``clip_k`` are fixed at construction. ``noise_k``,
+        ``grace_margin`` and ``grace_rate`` are accepted with a ``DeprecationWarning`` and
+        have no effect (they tuned the EMA counter that the test replaced).
 
         Raises:
             AdaptiveError: an unknown name or a bad value (nothing is changed then).
@@ -158,13 +197,14 @@ class PlateauTracker:
         new: dict[str, Any] = {}
         for key, value in settings.items():
             name = RUNTIME_KEYS.get(key, key)
-            if name in ("ema_alpha", "clip_k"):
+            if name in _FIXED:
                 raise AdaptiveError(f"{owner}: {name} can only be set in the constructor")
-            if name not in _SETTINGS:
-                raise AdaptiveError(
-                    f"{owner}: unknown setting {key!r} (known: {', '.join(_SETTINGS)})"
-                )
-            if name in ("patience", "safety_steps"):
+            if name in _DEPRECATED:
+                value = check_number(owner, key, value, low=0)
+            elif name not in _SETTINGS:
+                known = ", ".join(_SETTINGS + _FIXED)
+                raise AdaptiveError(f"{owner}: unknown setting {key!r} (known: {known})")
+            elif name in ("patience", "safety_steps"):
                 value = (
                     None
                     if value is None and name == "safety_steps"
@@ -185,97 +225,119 @@ class PlateauTracker:
                     raise AdaptiveError(
                         f"{owner}: non_finite must be 'skip', 'bad' or 'raise', got {value!r}"
                     )
-            elif name in ("grace_margin", "grace_rate"):
-                value = check_number(owner, key, value, low=0, high=1)
+            elif name == "confidence":
+                value = check_number(owner, key, value, low=0.5, high=1, high_open=True)
             elif name == "level_decades":
                 value = check_number(owner, key, value, low=0, low_open=True)
-            else:
+            else:  # trend, quality_threshold, aggressive_sharpness
                 value = check_number(owner, key, value, low=0)
             new[name] = value
         for name, value in new.items():
-            setattr(self, "_" + name, value)
+            if name in _DEPRECATED:
+                warnings.warn(
+                    f"PlateauTracker: {name} has no effect since the statistical test replaced "
+                    "the EMA counter (state version 2); remove it",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
+                self._deprecated[name] = value
+            else:
+                setattr(self, "_" + name, value)
+        if "patience" in new:
+            self._width = max(1, -(-self._patience // BATCHES))
+        if new.keys() & {"patience", "trend"}:
+            self._hist_span = int(math.ceil(self._trend * self._patience))
+            self._keep = max(NOISE_WINDOWS * self._patience, self._patience + self._hist_span)
+        if "confidence" in new and hasattr(self, "_win"):
+            self._refresh_z()
+        self._relv = -1.0  # the relative threshold is recomputed at the next update
 
     @property
     def patience(self) -> int:
         return self._patience
+
+    @property
+    def mode(self) -> str:
+        """``"min"`` (a loss) or ``"max"`` (a metric that should rise)."""
+        return self._mode
 
     # -------------------------------------------------------------------- state
     def _reset_state(self) -> None:
         self._n = 0
         self._first_step: int | None = None
         self._last_step: int | None = None
-        self._ema = 0.0  # raw (biased) EMA sums; divide by (1 - decay) for the value
-        self._slow = 0.0
-        self._noise = 0.0
-        self._decay = 1.0  # (1 - alpha) ** n
-        self._slow_decay = 1.0
-        self._noise_decay = 1.0
-        self._prev: float | None = None
-        self._first: float | None = None
-        self._best: float | None = None
-        self._best_step: int | None = None
+        self._ema = 0.0  # raw (biased) EMA sum of the clipped values; / (1 - decay) = EMA
+        self._decay = 1.0
+        self._prev: float | None = None  # last finite value (internal sign)
+        self._run = 0  # consecutive strict improvements of the raw values
+        self._first: float | None = None  # first EMA (internal sign)
+        self._best: float | None = None  # best EMA (internal sign)
         self._best_quality: float | None = None
-        self._counter = 0.0
-        self._cooldown_until = -1
+        self._counter = 0  # counted steps since the last evidence of progress
+        self._armed = 0  # counted steps since the last trigger / quality reset
+        self._cooldown_until = _LOW  # no cooldown yet (any step is after it)
         self._safety_anchor: int | None = None
+        self._stalled_anchor: int | None = None
+        self._last_finite: int | None = None
+        self._verdict = False  # the last finite update's window was a plateau
+        self._fit: tuple[float, float, float] | None = None  # (mean, slope, mean step)
         self._triggers = 0
         self._nonfinite_count = 0
+        self._win = BatchWindow()
+        self._z = self._z2 = 0.0
+        self._relv = -1.0  # cached relative threshold (< 0: to compute)
+        self._refresh_z()
+
+    def _refresh_z(self) -> None:
+        scores = self._win.scores
+        dof = max(1, scores - 1)
+        self._z = t_quantile(self._confidence, dof) if scores else 0.0
+        self._z2 = t_quantile(0.5 + 0.5 * self._confidence, dof) if scores else 0.0
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-safe state (no settings) with a ``"version"`` key."""
         return {
-            "version": _VERSION,
+            "version": STATE_VERSION,
+            "mode": self._mode,
             "n": self._n,
             "first_step": self._first_step,
             "last_step": self._last_step,
             "ema": self._ema,
-            "slow": self._slow,
-            "noise": self._noise,
             "decay": self._decay,
-            "slow_decay": self._slow_decay,
-            "noise_decay": self._noise_decay,
             "prev": self._prev,
+            "run": self._run,
             "first": self._first,
             "best": self._best,
-            "best_step": self._best_step,
             "best_quality": self._best_quality,
             "counter": self._counter,
+            "armed": self._armed,
             "cooldown_until": self._cooldown_until,
             "safety_anchor": self._safety_anchor,
+            "stalled_anchor": self._stalled_anchor,
+            "last_finite": self._last_finite,
+            "verdict": self._verdict,
+            "fit": None if self._fit is None else list(self._fit),
             "triggers": self._triggers,
             "non_finite_count": self._nonfinite_count,
+            "window": self._win.state_dict(),
         }
 
     def load_state_dict(self, state: Any) -> None:
-        """Restore the state; settings (patience, cooldown, ...) stay as configured."""
-        keys = tuple(k for k in self.state_dict() if k != "version")
-        st = check_state("PlateauTracker", state, _VERSION, keys)
-        owner = "PlateauTracker"
-        low = -(2**62)
+        """Restore the state; settings (patience, cooldown, ...) stay as configured.
 
-        def opt_step(key: str) -> int | None:
-            return (
-                None
-                if st[key] is None
-                else check_int(f"{owner}.load_state_dict", key, st[key], low=low)
-            )
+        A version-1 state (the EMA tracker of earlier releases) loads with its counters,
+        cooldown, triggers, EMA and best; its test window starts empty, so the first trigger
+        after loading needs ``patience`` steps of new values (a warning says so).
 
-        vals: dict[str, Any] = {
-            "n": check_int(owner, "n", st["n"]),
-            "first_step": opt_step("first_step"),
-            "last_step": opt_step("last_step"),
-            "best_step": opt_step("best_step"),
-            "safety_anchor": opt_step("safety_anchor"),
-            "cooldown_until": check_int(owner, "cooldown_until", st["cooldown_until"], low=low),
-            "triggers": check_int(owner, "triggers", st["triggers"]),
-            "nonfinite_count": check_int(owner, "non_finite_count", st["non_finite_count"]),
-        }
-        for key in ("ema", "slow", "noise", "decay", "slow_decay", "noise_decay", "counter"):
-            vals[key] = check_number(f"{owner}.load_state_dict", key, st[key])
-        for key in ("prev", "first", "best", "best_quality"):
-            vals[key] = opt_float(owner, key, st[key])
+        Raises:
+            AdaptiveError: not a mapping, an unknown version, a missing key or a bad value
+                (nothing is changed then).
+        """
+        vals = _parse_state(state, self._mode)
         for key, value in vals.items():
             setattr(self, "_" + key, value)
+        self._refresh_z()
+        self._relv = -1.0
 
     # ------------------------------------------------------------------- update
     def _event(
@@ -289,15 +351,18 @@ class PlateauTracker:
         remaining = self._cooldown_until - step
         in_cd = remaining > 0
         warm = self._first_step is None or step < self._first_step + self._warmup
-        stalled = 0 if self._best_step is None else step - self._best_step
+        anchor = self._stalled_anchor
+        stalled = 0 if anchor is None else step - anchor
+        sign = self._sign
         n = self._n
+        best = self._best
         return PlateauEvent(
             step,
             triggered,
             reason,
-            int(self._counter),
-            self._ema / (1.0 - self._decay) if n else None,
-            self._best,
+            self._counter,
+            sign * self._ema / (1.0 - self._decay) if n else None,
+            None if best is None else sign * best,
             thr,
             in_cd,
             remaining if in_cd else 0,
@@ -320,7 +385,8 @@ class PlateauTracker:
 
         Args:
             step: the caller's global step; must be larger than the previous one.
-            loss: the training (or validation) loss, lower is better; may be negative.
+            loss: the training (or validation) loss, lower is better (``mode="max"``: the
+                metric, higher is better); may be negative.
             quality: optional quality metric, higher is better (e.g. PSNR); non-finite ignored.
             sharpness_ratio: optional; below ``aggressive_sharpness`` with ``stalled_steps >
                 patience`` the event is marked ``aggressive`` (an extreme plateau).
@@ -332,131 +398,197 @@ class PlateauTracker:
             )
         delta = 1 if last is None else step - last
         x = float(loss)
-        if not -HUGE <= x <= HUGE:  # NaN, +-inf, or so large that the EMA would overflow
-            if self._non_finite == "raise":
-                raise AdaptiveError(f"PlateauTracker.update: loss at step {step} is {x}")
-            self._nonfinite_count += 1
-            self._last_step = step
-            if self._first_step is None:
-                self._first_step = step
-            log.debug(
-                "non-finite loss %r at step %d ignored (policy %s)", x, step, self._non_finite
-            )
-            if self._non_finite == "bad" and self._n:
-                return self._decide(
-                    step, delta, 1.0, PlateauReason.NON_FINITE, None, sharpness_ratio
-                )
-            return self._event(step, False, PlateauReason.NON_FINITE, None, sharpness_ratio)
+        if not -HUGE <= x <= HUGE:  # NaN, +-inf, or so large that the sums would overflow
+            return self._non_finite_value(step, delta, x, sharpness_ratio)
         self._last_step = step
         if self._first_step is None:
             self._first_step = step
-        alpha = self._alpha
-        keep = 1.0 - alpha
-        n = self._n
+        self._last_finite = step
+        y = self._sign * x
         prev = self._prev
-        if n:
-            ema = self._ema / (1.0 - self._decay)
-            slow_keep = 1.0 - alpha * _SLOW
-            diff = abs(x - prev)  # type: ignore[operator]
-            if n >= 10:  # clip outliers once the noise scale is known
-                scale = self._noise / (1.0 - self._noise_decay) * _NOISE
-                cap = 2.0 * self._clip_k * scale
-                if diff > cap:
-                    diff = cap
-                band = self._clip_k * scale + abs(self._slow / (1.0 - self._slow_decay) - ema)
-                xc = ema + band if x > ema + band else (ema - band if x < ema - band else x)
-            else:
-                xc = x
-            self._noise = keep * self._noise + alpha * diff
-            self._noise_decay *= keep
-            self._slow = slow_keep * self._slow + (1.0 - slow_keep) * xc
-            self._slow_decay *= slow_keep
-        else:
-            xc = x
-            self._slow = x * alpha * _SLOW
-            self._slow_decay = 1.0 - alpha * _SLOW
-        self._prev = x
-        self._ema = keep * self._ema + alpha * xc
-        self._decay *= keep
-        self._n = n + 1
+        self._run = self._run + 1 if prev is not None and y < prev else 0
+        self._prev = y
+        # clip to clip_k noise scales (plus the local trend over two batches) around the fit
+        win = self._win
+        sigma = win.sigma
+        fit = self._fit
+        width = self._width
+        if sigma is not None and fit is not None:
+            slope = fit[1]
+            pred = fit[0] + slope * (step - fit[2])
+            band = self._clip_k * sigma + 2.0 * abs(slope) * width
+            if y > pred + band:
+                y = pred + band
+            elif y < pred - band:
+                y = pred - band
+        alpha = self._alpha
+        self._ema = (1.0 - alpha) * self._ema + alpha * y
+        self._decay *= 1.0 - alpha
+        self._n += 1
         ema = self._ema / (1.0 - self._decay)
+        patience = self._patience
+        if win.add(step, y, width, patience, self._hist_span, self._keep):
+            self._refresh_z()
+        # the window's least-squares line
+        agg = win.window
+        op = win.open
+        n_w, tbar, ybar, stt, sty = agg[0], agg[1], agg[2], agg[3], agg[4]
+        if op is not None:  # merge the open batch (inline for speed)
+            m = op[1]
+            if n_w == 0.0:
+                n_w, tbar, ybar, stt, sty = m, op[2], op[3], op[4], op[5]
+            else:
+                tot = n_w + m
+                dt = op[2] - tbar
+                dy = op[3] - ybar
+                f = n_w * m / tot
+                tbar += dt * m / tot
+                ybar += dy * m / tot
+                stt += op[4] + f * dt * dt
+                sty += op[5] + f * dt * dy
+                n_w = tot
+        slope = sty / stt if stt > 0.0 else 0.0
+        self._fit = (ybar, slope, tbar)
         best = self._best
         if best is None:
             self._best = self._first = ema
-            self._best_step = self._safety_anchor = step
+            self._stalled_anchor = self._safety_anchor = step
             return self._event(step, False, PlateauReason.WARMUP, None, sharpness_ratio)
-        # threshold: relative part shrinks as the loss falls below its first value
-        first = self._first
+        rel = self._relv
+        if ema < best or rel < 0.0:
+            if ema < best:
+                self._best = best = ema
+            self._relv = rel = self._rel(best)
+        # the test
+        level = abs(ybar)
+        thr_rel = rel * level
+        reason = PlateauReason.GRACE
+        thr = thr_rel
+        plateau = False
+        if n_w >= 2.0 and stt > 0.0:
+            imp = -slope * patience
+            se = 0.0 if sigma is None else patience * sigma / math.sqrt(stt)
+            zse = self._z * se
+            if zse > thr:
+                thr = zse
+            if imp - zse > thr_rel or self._run >= n_w - 1.0:
+                # significant, or every value of the window below the one before (a sign
+                # test: 1/n! without a trend; exact on noiseless curves)
+                reason = PlateauReason.IMPROVED
+            elif imp + zse <= thr:
+                plateau = True
+                reason = PlateauReason.NO_IMPROVEMENT
+                if (
+                    self._trend > 0.0
+                    and sigma is not None
+                    and self._continues_trend(patience, sigma, thr_rel, n_w, tbar, ybar)
+                ):
+                    plateau = False
+                    reason = PlateauReason.TREND
+        self._verdict = plateau
+        if quality is not None and reason is not PlateauReason.IMPROVED:
+            if self._quality_up(float(quality)):
+                reason = PlateauReason.QUALITY
+        elif quality is not None:
+            self._quality_up(float(quality))
+        return self._decide(step, delta, reason, thr, sharpness_ratio)
+
+    def _rel(self, best: float) -> float:
+        """rel falls from rel_threshold[1] to [0] as |best| drops level_decades below |first|."""
         rel_lo, rel_hi = self._rel_threshold
+        first = self._first
         abest = abs(best)
-        rel = rel_hi
-        if abest > 0.0 and first != 0.0 and rel_lo < rel_hi:
-            ratio = abs(first) / abest  # type: ignore[arg-type]
+        if abest > 0.0 and first and rel_lo < rel_hi:
+            ratio = abs(first) / abest
             if ratio > 1.0:
                 frac = math.log10(ratio) / self._level_decades
-                rel = rel_lo if frac >= 1.0 else rel_hi - (rel_hi - rel_lo) * frac
-        thr = rel * abest
-        if self._noise_decay < 1.0:
-            noise_thr = self._noise_k * self._ema_noise * self._noise / (1.0 - self._noise_decay)
-            if noise_thr > thr:
-                thr = noise_thr
-        # signals
-        if quality is not None:
-            q = float(quality)
-            if q - q == 0.0:
-                bq = self._best_quality
-                if bq is None:
-                    self._best_quality = q
-                    quality_up = False
-                else:
-                    quality_up = q > bq + self._quality_threshold * abs(bq)
-                    if q > bq:
-                        self._best_quality = q
-            else:
-                quality_up = False
-        else:
-            quality_up = False
-        if ema < best - thr:
-            self._best = ema
-            self._best_step = self._safety_anchor = step
-            return self._decide(step, delta, 0.0, PlateauReason.IMPROVED, thr, sharpness_ratio)
-        if quality_up:
-            return self._decide(step, delta, 0.0, PlateauReason.QUALITY, thr, sharpness_ratio)
-        if self._slow / (1.0 - self._slow_decay) - ema > thr:
-            return self._decide(step, delta, 0.0, PlateauReason.TREND, thr, sharpness_ratio)
-        if ema < best - thr * self._grace_margin:
-            return self._decide(
-                step, delta, self._grace_rate, PlateauReason.GRACE, thr, sharpness_ratio
-            )
-        return self._decide(step, delta, 1.0, PlateauReason.NO_IMPROVEMENT, thr, sharpness_ratio)
+                return rel_lo if frac >= 1.0 else rel_hi - (rel_hi - rel_lo) * frac
+        return rel_hi
+
+    def _continues_trend(
+        self, patience: int, sigma: float, thr_rel: float, n_w: float, tbar: float, ybar: float
+    ) -> bool:
+        """The history before the window falls significantly (one-sided) and the window's mean
+        lies within the two-sided confidence band of that fall's extrapolation."""
+        h = self._win.hist
+        n_h, stt_h = h[0], h[3]
+        if n_h < 3.0 or stt_h <= 0.0:
+            return False
+        slope_h = h[4] / stt_h
+        if -slope_h * patience - self._z * patience * sigma / math.sqrt(stt_h) <= thr_rel:
+            return False
+        gap = tbar - h[1]
+        dev = ybar - (h[2] + slope_h * gap)
+        var = sigma * sigma * (1.0 / n_h + gap * gap / stt_h + 1.0 / n_w)
+        return dev * dev < self._z2 * self._z2 * var
+
+    def _quality_up(self, q: float) -> bool:
+        if q - q != 0.0:  # NaN or inf
+            return False
+        bq = self._best_quality
+        if bq is None:
+            self._best_quality = q
+            return False
+        up = q > bq + self._quality_threshold * abs(bq)
+        if q > bq:
+            self._best_quality = q
+        return up
+
+    def _non_finite_value(
+        self, step: int, delta: int, x: float, sharpness: float | None
+    ) -> PlateauEvent:
+        if self._non_finite == "raise":
+            raise AdaptiveError(f"PlateauTracker.update: loss at step {step} is {x}")
+        self._nonfinite_count += 1
+        self._last_step = step
+        if self._first_step is None:
+            self._first_step = step
+        log.debug("non-finite loss %r at step %d ignored (policy %s)", x, step, self._non_finite)
+        if self._non_finite == "bad" and self._n:
+            self._run = 0
+            return self._decide(step, delta, PlateauReason.NON_FINITE, None, sharpness)
+        return self._event(step, False, PlateauReason.NON_FINITE, None, sharpness)
+
+    def _no_finite_for(self, step: int) -> bool:
+        """No finite value came for ``patience`` steps (the ``"bad"`` policy's evidence)."""
+        last = self._last_finite
+        return last is None or step - last >= self._patience
 
     def _decide(
         self,
         step: int,
         delta: int,
-        rate: float,
         reason: PlateauReason,
         thr: float | None,
         sharpness: float | None,
     ) -> PlateauEvent:
-        """Advance the counter by ``rate`` x the counted steps (0 = reset); warmup, cooldown,
-        triggers. Only steps after the end of the warmup and of the cooldown are counted."""
+        """Count the steps, apply warmup, cooldown, resets and the triggers."""
         warm_end = self._first_step + self._warmup  # type: ignore[operator]
+        progress = reason in (PlateauReason.IMPROVED, PlateauReason.TREND)
+        if progress:
+            self._stalled_anchor = self._safety_anchor = step
         if step < warm_end:
-            self._counter = 0.0
+            self._counter = self._armed = 0
             return self._event(step, False, PlateauReason.WARMUP, thr, sharpness)
         if step < self._cooldown_until:
-            self._counter = 0.0
-            if rate:
+            self._counter = self._armed = 0
+            if not progress and reason is not PlateauReason.QUALITY:
                 reason = PlateauReason.COOLDOWN
             return self._event(step, False, reason, thr, sharpness)
-        if rate:
-            counted = step - max(step - delta, self._cooldown_until, warm_end)
-            self._counter += rate * counted
+        counted = step - max(step - delta, self._cooldown_until, warm_end)
+        if reason is PlateauReason.QUALITY:
+            self._counter = self._armed = 0
+        elif progress:
+            self._counter = 0
+            self._armed += counted
         else:
-            self._counter = 0.0
+            self._counter += counted
+            self._armed += counted
         triggered = False
-        if self._counter > self._patience:
+        if self._armed > self._patience and (
+            reason is PlateauReason.NO_IMPROVEMENT
+            or (reason is PlateauReason.NON_FINITE and (self._verdict or self._no_finite_for(step)))
+        ):
             triggered, reason = True, PlateauReason.PLATEAU
         elif (
             self._safety_steps is not None
@@ -466,7 +598,7 @@ class PlateauTracker:
             triggered, reason = True, PlateauReason.SAFETY
         if triggered:
             self._triggers += 1
-            self._counter = 0.0
+            self._counter = self._armed = 0
             self._cooldown_until = step + self._cooldown
             self._safety_anchor = step
             log.info("plateau trigger at step %d: %s", step, reason.message)
@@ -476,3 +608,106 @@ class PlateauTracker:
     def triggers(self) -> int:
         """How many times the tracker has triggered (kept in the state)."""
         return self._triggers
+
+
+_V2_INTS = ("n", "run", "counter", "armed", "triggers", "non_finite_count")
+_V2_STEPS = ("first_step", "last_step", "safety_anchor", "stalled_anchor", "last_finite")
+_V2_FLOATS = ("ema", "decay")
+_V2_OPT_FLOATS = ("prev", "first", "best", "best_quality")
+_V1_KEYS = (
+    "n", "first_step", "last_step", "ema", "decay", "prev", "first", "best", "best_step",
+    "best_quality", "counter", "cooldown_until", "safety_anchor", "triggers", "non_finite_count",
+)  # fmt: skip
+_LOW = -(2**62)
+
+
+def _parse_state(state: Any, mode: str) -> dict[str, Any]:
+    """Validate a state dict (version 2, or 1 migrated) into attribute values."""
+    owner = "PlateauTracker.load_state_dict"
+    if not isinstance(state, Mapping):
+        raise AdaptiveError(f"{owner}: expected a mapping, got {type(state).__name__}")
+    version = state.get("version")
+    if version == 1:
+        return _parse_v1(state, mode)
+    if version != STATE_VERSION:
+        raise AdaptiveError(
+            f"{owner}: unsupported state version {version!r} (expected {STATE_VERSION}, or 1)"
+        )
+    keys = (
+        "mode", *_V2_INTS, *_V2_STEPS, *_V2_FLOATS, *_V2_OPT_FLOATS,
+        "cooldown_until", "verdict", "fit", "window",
+    )  # fmt: skip
+    _require(state, keys)
+    if state["mode"] != mode:
+        raise AdaptiveError(
+            f"{owner}: the state is of a mode={state['mode']!r} tracker, this one is mode={mode!r}"
+        )
+    vals: dict[str, Any] = {k: check_int(owner, k, state[k]) for k in _V2_INTS}
+    vals["nonfinite_count"] = vals.pop("non_finite_count")
+    for k in _V2_STEPS:
+        vals[k] = None if state[k] is None else check_int(owner, k, state[k], low=_LOW)
+    vals["cooldown_until"] = check_int(owner, "cooldown_until", state["cooldown_until"], low=_LOW)
+    for k in _V2_FLOATS:
+        vals[k] = check_number(owner, k, state[k])
+    for k in _V2_OPT_FLOATS:
+        vals[k] = opt_float(owner, k, state[k])
+    if not isinstance(state["verdict"], bool):
+        raise AdaptiveError(f"{owner}: verdict must be true or false, got {state['verdict']!r}")
+    vals["verdict"] = state["verdict"]
+    fit = state["fit"]
+    if fit is not None:
+        if not isinstance(fit, (list, tuple)) or len(fit) != 3:
+            raise AdaptiveError(f"{owner}: fit must be null or 3 numbers, got {fit!r}")
+        fit = tuple(check_number(owner, f"fit[{i}]", v) for i, v in enumerate(fit))
+    vals["fit"] = fit
+    vals["win"] = BatchWindow.from_state(state["window"], owner)
+    return vals
+
+
+def _parse_v1(state: Mapping[str, Any], mode: str) -> dict[str, Any]:
+    """Migrate the EMA tracker's state: counters, cooldown, EMA and best; no test window."""
+    owner = "PlateauTracker.load_state_dict"
+    if mode != "min":
+        raise AdaptiveError(
+            f"{owner}: a version-1 state comes from a mode='min' tracker, this one is mode='max'"
+        )
+    _require(state, _V1_KEYS)
+    steps = {}
+    for k in ("first_step", "last_step", "best_step", "safety_anchor"):
+        steps[k] = None if state[k] is None else check_int(owner, k, state[k], low=_LOW)
+    counter = int(check_number(owner, "counter", state["counter"], low=0))
+    vals: dict[str, Any] = {
+        "n": check_int(owner, "n", state["n"]),
+        "first_step": steps["first_step"],
+        "last_step": steps["last_step"],
+        "ema": check_number(owner, "ema", state["ema"]),
+        "decay": check_number(owner, "decay", state["decay"]),
+        "prev": opt_float(owner, "prev", state["prev"]),
+        "run": 0,
+        "first": opt_float(owner, "first", state["first"]),
+        "best": opt_float(owner, "best", state["best"]),
+        "best_quality": opt_float(owner, "best_quality", state["best_quality"]),
+        "counter": counter,
+        "armed": counter,
+        "cooldown_until": check_int(owner, "cooldown_until", state["cooldown_until"], low=_LOW),
+        "safety_anchor": steps["safety_anchor"],
+        "stalled_anchor": steps["best_step"],
+        "last_finite": steps["last_step"],
+        "verdict": False,
+        "fit": None,
+        "triggers": check_int(owner, "triggers", state["triggers"]),
+        "nonfinite_count": check_int(owner, "non_finite_count", state["non_finite_count"]),
+        "win": BatchWindow(),
+    }
+    log.warning(
+        "PlateauTracker: loaded a version-1 state (EMA tracker): counters, cooldown and "
+        "triggers kept; the test window starts empty, so the next trigger needs %s",
+        "`patience` steps of new values",
+    )
+    return vals
+
+
+def _require(state: Mapping[str, Any], keys: tuple[str, ...]) -> None:
+    missing = [k for k in keys if k not in state]
+    if missing:
+        raise AdaptiveError(f"PlateauTracker.load_state_dict: missing key(s) {', '.join(missing)}")
