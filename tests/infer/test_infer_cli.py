@@ -262,3 +262,25 @@ def test_help_lists_the_commands_without_importing_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_progress_shows_frames_rate_and_eta_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    from vsrkit.cli.infer import _Progress
+
+    progress = _Progress(quiet=False)
+    progress.live = False
+    progress.clip("clip 1/2 calendar: ", 10)
+    progress.started -= 20.0  # 20 s ago, and the last line long before
+    progress.last -= 20.0
+    for i in range(10):
+        progress("read", i)
+    for i in reversed(range(10)):
+        progress("backward", i)
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1  # one line per 10 s without a terminal
+    assert err[0].startswith("clip 1/2 calendar: backward 1/10 frames")
+    assert "frames/s" in err[0] and "ETA 00:" in err[0]
+    quiet = _Progress(quiet=True)
+    quiet.last -= 20.0
+    quiet("forward", 0)
+    assert capsys.readouterr().err == ""

@@ -11,6 +11,7 @@ import pytest
 
 MODULES = [
     "vsrkit.infer",
+    "vsrkit.infer.allocator",
     "vsrkit.infer.frames",
     "vsrkit.infer.loading",
     "vsrkit.infer.scoring",

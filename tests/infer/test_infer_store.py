@@ -194,3 +194,32 @@ def test_the_default_budget_is_a_quarter_of_memory_at_most_4_gib() -> None:
     budget = default_host_budget()
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     assert 0 < budget <= 4 << 30 and budget <= total // 4 + 1
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_the_tuned_allocator_stops_mapping_each_frames_activations_anew() -> None:
+    """Counts page faults (not time): with glibc's defaults every frame maps fresh memory for
+    its activations; after tune_cpu_allocator the freed memory is reused."""
+    script = textwrap.dedent(
+        """
+        import resource, sys, torch
+        from vsrkit.infer import Upscaler, tune_cpu_allocator
+        from vsrkit.vsr import build_model
+        if sys.argv[1] == "tuned":
+            assert tune_cpu_allocator()
+        up = Upscaler(build_model("tiny"), device="cpu", host_budget=0)
+        clip = torch.rand(24, 3, 40, 64)
+        list(up.stream(clip[:2]))
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        list(up.stream(clip))
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+        """
+    )
+    env = {k: v for k, v in child_env().items() if not k.startswith("MALLOC_")}
+    faults = {}
+    for how in ("default", "tuned"):
+        out = subprocess.run(
+            [sys.executable, "-c", script, how], capture_output=True, text=True, env=env, check=True
+        )
+        faults[how] = int(out.stdout.strip())
+    assert faults["tuned"] * 5 < faults["default"], faults

@@ -63,7 +63,7 @@ def inference_options(func: F) -> F:
         click.option(
             "--channels-last/--no-channels-last",
             default=None,
-            help="Memory format (default: channels_last on CUDA, contiguous on the CPU).",
+            help="Memory format (default: channels_last, faster on CUDA and the CPU).",
         ),
         click.option(
             "--host-budget-gb",
@@ -107,6 +107,10 @@ def inference_options(func: F) -> F:
 def _upscale_options(o: dict[str, Any], progress: Any) -> dict[str, Any]:
     """Upscaler keyword arguments from the shared flags (checked as a command line)."""
     import torch
+
+    from vsrkit.infer import tune_cpu_allocator
+
+    tune_cpu_allocator()  # this process streams frames: keep their freed memory for reuse
 
     if o["tile"] is not None and min(o["tile"]) <= o["tile_overlap"]:
         raise click.BadParameter(
@@ -525,9 +529,10 @@ def upscale(
                 return folder / f"{names[i] if i < len(names) else f'{i:08d}'}.png"
 
             done: set[int] = set()
-            if skip_existing:
+            if skip_existing:  # a video that declares no frame count: what is there
                 hr = (h * scale, w * scale)
-                done = {i for i in range(len(names)) if is_complete_png(target(i), hr)}
+                known = len(names) or _existing_frames(folder)
+                done = {i for i in range(known) if is_complete_png(target(i), hr)}
                 if names and len(done) == len(names):
                     skipped += len(done)
                     continue

@@ -40,6 +40,7 @@ _LAZY: dict[str, str] = {
     "StreamStats": ".stream",
     "Upscaler": ".stream",
     "upscale_frames": ".stream",
+    "tune_cpu_allocator": ".allocator",
     "Tile": ".tiles",
     "tile_grid": ".tiles",
     # frames and video
@@ -63,6 +64,7 @@ _LAZY: dict[str, str] = {
 __all__ = sorted(_LAZY)
 
 if TYPE_CHECKING:  # pragma: no cover
+    from vsrkit.infer.allocator import tune_cpu_allocator  # noqa: F401
     from vsrkit.infer.errors import (  # noqa: F401
         InferenceError,
         ModelLoadError,

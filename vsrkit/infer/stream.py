@@ -58,8 +58,10 @@ ProgressFn = Callable[[str, int], None]
 
 def default_channels_last(device: torch.device | str) -> bool:
     """The memory format that is faster for inference on ``device``: channels_last on CUDA
-    (tensor cores), contiguous on the CPU (measured in ``benchmarks/infer_bench.py``)."""
-    return torch.device(device).type == "cuda"
+    (tensor cores) and on the CPU too, where streaming took 0.62-0.87x the time of contiguous
+    tensors for the tiny, small and paper models (``benchmarks/infer_bench.py``; unlike a
+    training step, inference has no backward pass that channels_last slows down)."""
+    return torch.device(device).type in ("cuda", "cpu")
 
 
 @dataclass
@@ -219,6 +221,13 @@ class Upscaler:
         self.stats = StreamStats()
         self._size: tuple[int, int] | None = None
         self._lr_dtype: torch.dtype | None = None
+        # set per clip by _open_store: the tiles, their blend weights, the store's dtype
+        self._tiles: list[Tile] = []
+        self._whole = True
+        self._weights: list[Tensor] = []
+        self._weight_sum = torch.ones(())
+        self._store_dtype = torch.float32
+        self._feat_dtype: torch.dtype | None = None
 
     # ------------------------------------------------------------------ public
     def stream(
@@ -383,8 +392,7 @@ class Upscaler:
         th, tw, c = tiles[0].h, tiles[0].w, int(self.model.num_feat)
         part = (th, tw, c) if self.channels_last else (c, th, tw)
         store_dtype = self.feature_dtype or self.amp_dtype or torch.float32
-        self._store_dtype = store_dtype
-        self._feat_dtype: torch.dtype | None = None
+        self._store_dtype, self._feat_dtype = store_dtype, None
         cuda = self.device.type == "cuda"
         return FeatureStore(
             {"lr": ((3, h, w), lr.dtype), "feat": ((len(tiles), *part), store_dtype)},
