@@ -439,6 +439,9 @@ def test_a_given_thread_count_is_fixed() -> None:
     env = _threads(cpu, env={"OMP_NUM_THREADS": "1"})[0]
     assert env.start() == ThreadChoice(1, "OMP_NUM_THREADS=1") and env.recheck() is None
     assert _threads(cpu, env={}, processes=2)[0].start().threads == 1
+    assert _threads(cpu, env={"OMP_NUM_THREADS": "3,1"})[0].start().threads == 3  # nested
+    for junk in ("", "0", "²", "many"):  # not a count: automatic
+        assert _threads(cpu, env={"OMP_NUM_THREADS": junk})[0].start().threads == 1
     unknown = CpuThreads(cores=3, sampler=lambda: None, env={})
     assert unknown.start().threads == 3  # no /proc/stat: every core
     with pytest.raises(ValueError, match="threads"):
@@ -477,3 +480,22 @@ def test_component_info_lines_stay_in_the_log_file() -> None:
     assert not _component_details(rec("vsrkit.adaptive.lr", logging.INFO))
     assert _component_details(rec("vsrkit.adaptive.lr", logging.WARNING))
     assert _component_details(rec("vsrkit.train", logging.INFO))
+
+
+@given(st.text(max_size=8) | st.integers(-3, 300).map(str))
+def test_the_threads_flag_takes_auto_or_a_count(text: str) -> None:
+    import click
+
+    from vsrkit.cli.train import _Threads
+
+    try:
+        value = _Threads().convert(text, None, None)
+    except click.BadParameter as exc:
+        assert "is not 'auto' or a whole number >= 1" in str(exc)
+        assert text.strip().lower() != "auto"
+    else:
+        if value == "auto":
+            assert text.strip().lower() == "auto"
+        else:
+            assert isinstance(value, int) and value >= 1 and int(text) == value
+            assert TrainConfig.from_sources(overrides={"threads": value}).threads == value

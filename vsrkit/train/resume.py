@@ -350,7 +350,7 @@ def resume_block(step: int, path: Path | None, rows: list[SettingRow]) -> str:
         for r in rows:
             tail = f"  (instead of {r.instead_of})" if r.instead_of else ""
             lines.append(f"    {r.key:<{width}}  {_show(r.value):<{vwidth}}  from {r.source}{tail}")
-    lines.append("  every other setting as the run had it")
+    lines.append(f"  every {'other ' if rows else ''}setting as the run had it")
     return "\n".join(lines)
 
 

@@ -102,6 +102,14 @@ def others_load(before: CpuSample, after: CpuSample) -> float | None:
     return max(0.0, (after.busy - before.busy) - (after.own - before.own)) / wall_ticks
 
 
+def _env_count(text: str) -> int | None:
+    """The outer thread count of an ``OMP_NUM_THREADS`` value (``"4"``, ``"4,2"``), if any."""
+    first = text.split(",")[0].strip()
+    if first.isascii() and first.isdigit() and int(first) > 0:
+        return int(first)
+    return None
+
+
 def threads_for(cores: int, others: float) -> int:
     """Threads for ``cores`` cores when other processes keep ``others`` cores busy.
 
@@ -156,9 +164,10 @@ class CpuThreads:
         self.fixed: ThreadChoice | None = None
         if requested is not None:
             self.fixed = ThreadChoice(requested, f"--threads {requested}")
-        elif env.get("OMP_NUM_THREADS", "").strip().isdigit() and int(env["OMP_NUM_THREADS"]) > 0:
-            n = int(env["OMP_NUM_THREADS"])
-            self.fixed = ThreadChoice(n, f"OMP_NUM_THREADS={n}")
+        elif _env_count(env.get("OMP_NUM_THREADS", "")) is not None:
+            n = _env_count(env["OMP_NUM_THREADS"])
+            assert n is not None
+            self.fixed = ThreadChoice(n, f"OMP_NUM_THREADS={env['OMP_NUM_THREADS'].strip()}")
         elif self.processes > 1:
             n = max(1, self.cores // self.processes)
             self.fixed = ThreadChoice(n, f"{self.cores} cores shared by {self.processes} processes")
