@@ -242,6 +242,11 @@ def test_keep_last_counts_regular_checkpoints(tiny_config: Path, tmp_path: Path)
         "the 2 newest regular checkpoints, the best by SSIM and the newest emergency"
         in (run / "training.log").read_text()
     )
+    # a resume without --keep-last keeps the run's own rule
+    proc = run_train(tiny_config, run, "--steps", "70", "--resume", "latest")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    records = CheckpointManager(run / "checkpoints").list()
+    assert sorted(r.step for r in records if r.type == "regular") == [60, 70]
 
 
 # ------------------------------------------------------------------ data mistakes

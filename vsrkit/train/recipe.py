@@ -132,11 +132,7 @@ def _train(
     if ctx.is_main:
         progress.message(f"vsrkit train: run folder {run_dir}")
     ckpts = (
-        CheckpointManager(
-            run_dir / "checkpoints",
-            keep=AnyOf(LatestN(cfg.keep_last), BestN(1), LatestN(1, kind="emergency")),
-            mirror_dir=cfg.mirror_dir,
-        )
+        CheckpointManager(run_dir / "checkpoints", keep=_retention(cfg), mirror_dir=cfg.mirror_dir)
         if ctx.is_main
         else None
     )
@@ -169,6 +165,8 @@ def _train(
                 path.rmdir()
         raise
     progress.total = cfg.steps
+    if ckpts is not None:
+        ckpts.keep = _retention(cfg)  # a resumed run keeps its own --keep-last
     if ctx.is_main and resume is not None:
         progress.message(resume_block(resume.step, resume.path, settings.rows))
         sync_live_file(run_dir, settings)
@@ -715,6 +713,11 @@ def _apply_change(
         weights.set_weights({t: live[f"{t}_weight"] for t in TERMS}, step=step)
     elif key in cadence:
         cadence[key] = int(value)
+
+
+def _retention(cfg: TrainConfig) -> AnyOf:
+    """Each kind by its own rule: N regular, the best by SSIM, the newest emergency."""
+    return AnyOf(LatestN(cfg.keep_last), BestN(1), LatestN(1, kind="emergency"))
 
 
 def _saved_schedule(loop_state: dict[str, Any], fallback: WarmupCosine) -> WarmupCosine:
