@@ -54,9 +54,26 @@ def test_falling_loss_never_triggers_and_reports_improvement():
     events = run(tracker, noisy(1, 1500, slope=0.003, sigma=0.02))
     assert trigger_steps(events) == []
     reasons = [e.reason for e in events]
-    assert reasons.count(PlateauReason.IMPROVED) > 1000
+    assert reasons.count(PlateauReason.IMPROVED) > 250  # a new best every few steps
     assert events[-1].best < 0.05
-    assert max(e.counter for e in events) < 50
+    assert max(e.counter for e in events) < 50 and max(e.stalled_steps for e in events) < 50
+
+
+def test_noisy_plateau_counts_stalled_steps_for_aggressive_and_safety():
+    """On a noisy flat loss the evidence of progress (a new best window mean by a margin) stays
+    rare: stalled_steps and counter grow past patience, so the aggressive signal and the safety
+    net still work although quality keeps resetting the trigger count."""
+    values = noisy(6, 1500, sigma=0.05)
+    quality = [20.0 * 1.002**i for i in range(1500)]
+    tracker = PlateauTracker(patience=100, cooldown=0, safety_steps=400)
+    events = [tracker.update(i, v, quality[i], sharpness_ratio=0.5) for i, v in enumerate(values)]
+    reasons = [e.reason for e in events]
+    assert reasons.count(PlateauReason.IMPROVED) < 15
+    assert max(e.stalled_steps for e in events) >= 300
+    assert sum(e.aggressive for e in events) > 500
+    assert [e.reason for e in events if e.triggered] == [PlateauReason.SAFETY] * 3
+    plain = run(PlateauTracker(patience=100, cooldown=0), values)
+    assert max(e.counter for e in plain) >= 100
 
 
 def test_noisy_plateau_after_a_decline_triggers_about_patience_steps_in():

@@ -30,7 +30,7 @@ class PlateauReason(str, Enum):
 _MESSAGES = {
     PlateauReason.WARMUP: "warming up: smoothing the loss, not counting yet",
     PlateauReason.NON_FINITE: "loss was NaN or infinite: value ignored (see non_finite policy)",
-    PlateauReason.IMPROVED: "loss fell more than the threshold over the last `patience` steps",
+    PlateauReason.IMPROVED: "smoothed loss improved on the best by more than the threshold",
     PlateauReason.QUALITY: "quality metric improved: counter reset",
     PlateauReason.TREND: "the loss still follows its longer downward trend: counter reset",
     PlateauReason.GRACE: "improvement neither shown nor ruled out: counter rising",

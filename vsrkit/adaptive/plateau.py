@@ -66,28 +66,32 @@ class PlateauTracker:
     Each value is clipped to ``clip_k`` noise scales around the current fit (one spike cannot
     fake a trend) and goes into batches of ``ceil(patience / 10)`` steps. The *improvement* is
     the least-squares slope of the values of the last ``patience`` steps times ``patience``;
-    its standard error uses the noise scale of one value, estimated robustly from the
-    second differences of the batch means of the last ``max(4, 1 + trend)`` windows (batch
-    means absorb short-range autocorrelation; a significant lag-1 correlation of the batch
-    means is corrected for). With ``z`` the one-sided Student-t quantile at ``confidence``:
+    its standard error uses the long-run noise scale of one value, estimated robustly from the
+    second differences of the batch means of the last ``max(4, 1 + trend)`` windows, at the
+    batch size and at four times it (batch means absorb autocorrelation shorter than a batch,
+    the larger batches what is longer). With ``z`` the one-sided Student-t quantile at
+    ``confidence`` (80% by default, as SASA's test):
 
     - **plateau** (``NO_IMPROVEMENT``): the upper confidence bound of the improvement is at
       most the threshold ``max(rel * |level|, z * se)``, where ``rel`` falls from
       ``rel_threshold[1]`` to ``rel_threshold[0]`` as the loss drops ``level_decades`` decades
       (the threshold is never finer than the test can resolve in ``patience`` steps: under
-      noise this reads "no estimated improvement at all"). A window in which every value is
-      below the one before is never a plateau;
-    - **improved** (``IMPROVED``): the lower confidence bound exceeds ``rel * |level|``;
+      noise this reads "no estimated improvement at all");
     - **trend** (``TREND``): a plateau-looking window is still taken as progress when the
       ``trend * patience`` steps before it decline significantly and the window's mean lies
-      within the confidence band of that decline's extrapolation (slow steady declines);
+      within the two-sided confidence band of that decline's extrapolation (slow declines);
+    - **improved** (``IMPROVED``): otherwise, when the window's mean beats the best window
+      mean so far by ``max(rel * |level|, z2 * sigma * sqrt(2 / n))`` (a new best; ``z2`` the
+      two-sided quantile), or when every value of the window is below the one before (never
+      a plateau: a sign test, exact on noiseless curves);
     - otherwise inconclusive (``GRACE``).
 
     It triggers (``PLATEAU``) on a plateau verdict once ``patience`` steps were counted since
     the last trigger, quality reset or the end of the warmup/cooldown, so ``patience`` is the
     most evidence it needs: a flat noiseless loss triggers at ``counter > patience`` exactly
     like ``ReduceLROnPlateau``. ``counter`` reports the steps since the last evidence of
-    progress (improved, trend, quality). ``quality`` (higher is better) beating its best by
+    progress (improved, trend, quality), ``stalled_steps`` those since the last improved or
+    trend verdict (not reset by triggers). ``quality`` (higher is better) beating its best by
     ``quality_threshold`` (relative) resets the count; ``safety_steps`` triggers (``SAFETY``)
     after that many steps without evidence of a falling loss even if quality kept resetting.
     ``mode="max"`` tracks a metric that should rise.
@@ -124,11 +128,11 @@ class PlateauTracker:
         warmup: int = 0,
         mode: str = "min",
         safety_steps: int | None = None,
-        rel_threshold: tuple[float, float] = (0.0001, 0.001),
+        rel_threshold: tuple[float, float] = (0.00001, 0.0001),
         level_decades: float = 2.0,
         confidence: float = 0.8,
         trend: float = 4.0,
-        clip_k: float = 4.0,
+        clip_k: float = 3.0,
         ema_alpha: float = 0.1,
         quality_threshold: float = 0.001,
         aggressive_sharpness: float = 0.70,
@@ -273,6 +277,7 @@ class PlateauTracker:
         self._first: float | None = None  # first EMA (internal sign)
         self._best: float | None = None  # best EMA (internal sign)
         self._best_quality: float | None = None
+        self._best_level: float | None = None  # best window mean (internal sign), by a margin
         self._counter = 0  # counted steps since the last evidence of progress
         self._armed = 0  # counted steps since the last trigger / quality reset
         self._cooldown_until = _LOW  # no cooldown yet (any step is after it)
@@ -309,6 +314,7 @@ class PlateauTracker:
             "first": self._first,
             "best": self._best,
             "best_quality": self._best_quality,
+            "best_level": self._best_level,
             "counter": self._counter,
             "armed": self._armed,
             "cooldown_until": self._cooldown_until,
@@ -452,6 +458,7 @@ class PlateauTracker:
         best = self._best
         if best is None:
             self._best = self._first = ema
+            self._best_level = ybar
             self._stalled_anchor = self._safety_anchor = step
             return self._event(step, False, PlateauReason.WARMUP, None, sharpness_ratio)
         rel = self._relv
@@ -462,20 +469,31 @@ class PlateauTracker:
         # the test
         level = abs(ybar)
         thr_rel = rel * level
-        reason = PlateauReason.GRACE
         thr = thr_rel
+        # a new best window mean, by max(threshold, the two-sided band of a difference of two
+        # window means): the evidence of progress behind counter, stalled_steps and safety
+        margin = thr_rel
+        if sigma is not None:
+            band = self._z2 * sigma * math.sqrt(2.0 / n_w)
+            if band > margin:
+                margin = band
+        best_level = self._best_level
+        new_best = best_level is None or ybar < best_level - margin
+        if new_best:
+            self._best_level = ybar
+        reason = PlateauReason.GRACE
         plateau = False
-        if n_w >= 2.0 and stt > 0.0:
+        if n_w >= 2.0 and self._run >= n_w - 1.0:
+            # every value of the window below the one before: a sign test (1/n! without a
+            # trend), exact on noiseless curves
+            reason = PlateauReason.IMPROVED
+        elif n_w >= 2.0 and stt > 0.0:
             imp = -slope * patience
             se = 0.0 if sigma is None else patience * sigma / math.sqrt(stt)
             zse = self._z * se
             if zse > thr:
                 thr = zse
-            if imp - zse > thr_rel or self._run >= n_w - 1.0:
-                # significant, or every value of the window below the one before (a sign
-                # test: 1/n! without a trend; exact on noiseless curves)
-                reason = PlateauReason.IMPROVED
-            elif imp + zse <= thr:
+            if imp + zse <= thr:
                 plateau = True
                 reason = PlateauReason.NO_IMPROVEMENT
                 if (
@@ -485,6 +503,8 @@ class PlateauTracker:
                 ):
                     plateau = False
                     reason = PlateauReason.TREND
+        if new_best and not plateau and reason is PlateauReason.GRACE:
+            reason = PlateauReason.IMPROVED
         self._verdict = plateau
         if quality is not None and reason is not PlateauReason.IMPROVED:
             if self._quality_up(float(quality)):
@@ -613,7 +633,7 @@ class PlateauTracker:
 _V2_INTS = ("n", "run", "counter", "armed", "triggers", "non_finite_count")
 _V2_STEPS = ("first_step", "last_step", "safety_anchor", "stalled_anchor", "last_finite")
 _V2_FLOATS = ("ema", "decay")
-_V2_OPT_FLOATS = ("prev", "first", "best", "best_quality")
+_V2_OPT_FLOATS = ("prev", "first", "best", "best_quality", "best_level")
 _V1_KEYS = (
     "n", "first_step", "last_step", "ema", "decay", "prev", "first", "best", "best_step",
     "best_quality", "counter", "cooldown_until", "safety_anchor", "triggers", "non_finite_count",
@@ -687,6 +707,7 @@ def _parse_v1(state: Mapping[str, Any], mode: str) -> dict[str, Any]:
         "first": opt_float(owner, "first", state["first"]),
         "best": opt_float(owner, "best", state["best"]),
         "best_quality": opt_float(owner, "best_quality", state["best_quality"]),
+        "best_level": None,
         "counter": counter,
         "armed": counter,
         "cooldown_until": check_int(owner, "cooldown_until", state["cooldown_until"], low=_LOW),
