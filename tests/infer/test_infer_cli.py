@@ -187,7 +187,7 @@ def bad_inputs(tmp: Path, run_dir: Path, lr: Path) -> list[tuple[list[object], i
         (["upscale", run_dir, mixed, out], 1, "2.png is 8x9 (h x w), but 1.png is 8x8"),
         (["upscale", run_dir, video, tmp / "v.mp4"], 1, "broken.mp4: not a readable video"),
         (["upscale", bare, lr, out], 1, "no model config in the checkpoint"),
-        (["upscale", garbage, lr, out], 1, "garbage.pth: not a readable checkpoint"),
+        (["upscale", garbage, lr, out], 1, "garbage.pth: not a readable PyTorch file"),
         (["eval", run_dir, "--data", data], 1, "LR is 12x12, GT 44x44; expected GT 48x48"),
         (
             ["upscale", run_dir, lr, out, "--tile", "8", "8", "--tile-overlap", "8"],
@@ -284,3 +284,70 @@ def test_progress_shows_frames_rate_and_eta_on_stderr(capsys: pytest.CaptureFixt
     quiet.last -= 20.0
     quiet("forward", 0)
     assert capsys.readouterr().err == ""
+
+
+# ---- published weights (--weights) ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def basicsr_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small BasicVSR saved in BasicSR's layout ({"params": ...}, BasicSR key names)."""
+    from vsrkit.vsr import BidirectionalRecurrentVSR, to_basicsr_keys
+
+    torch.manual_seed(3)
+    net = BidirectionalRecurrentVSR(
+        num_feat=8, num_blocks=2, spynet_levels=2, spynet_widths=(4, 4, 4, 4), skip="bilinear"
+    )
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    path = tmp_path_factory.mktemp("published") / "BasicVSR_small.pth"
+    torch.save({"params": to_basicsr_keys(net.state_dict())}, path)
+    return path
+
+
+def test_eval_and_upscale_with_published_weights(
+    basicsr_file: Path, lr_frames: Path, tmp_path: Path
+) -> None:
+    from vsrkit.vsr import load_pretrained
+
+    code, out = run("eval", "--weights", basicsr_file, "--device", "cpu", "-q")
+    assert code == 0, out
+    assert "basicsr BasicVSR" in out and "synthetic_00" in out
+    dest = tmp_path / "up"
+    code, out = run("upscale", "--weights", basicsr_file, lr_frames, dest, "--device", "cpu")
+    assert code == 0, out
+    model = load_pretrained(basicsr_file, device="cpu")
+    clip = torch.stack([read_frame(lr_frames / f"{i}.png") for i in range(1, 13)]).float() / 255
+    with torch.no_grad():
+        ref = (model(clip[None])[0].clamp(0, 1) * 255).round()
+    got = torch.stack([read_frame(dest / f"{i}.png") for i in range(1, 13)]).float()
+    assert float((got - ref).abs().max()) <= 1.0  # 8-bit rounding of equal floats
+
+
+def test_weights_flag_mistakes_are_one_line(
+    basicsr_file: Path, trained_run: Path, lr_frames: Path, tmp_path: Path
+) -> None:
+    code, out = run("eval", trained_run, "--weights", basicsr_file)
+    assert code == 2 and "not both" in one_line_error(out)
+    code, out = run("eval")
+    assert code == 2 and "--weights FILE" in one_line_error(out)
+    code, out = run("eval", "--weights", basicsr_file, "--which", "best")
+    assert code == 2 and "--which is for CHECKPOINT_OR_RUN" in one_line_error(out)
+    code, out = run("upscale", "--weights", basicsr_file, trained_run, lr_frames, tmp_path / "o")
+    assert code == 2 and "expected INPUT OUTPUT after --weights" in one_line_error(out)
+    code, out = run("upscale", lr_frames, tmp_path / "o")
+    assert code == 2 and "expected CHECKPOINT_OR_RUN INPUT OUTPUT" in one_line_error(out)
+    code, out = run("upscale", tmp_path / "nope", lr_frames, tmp_path / "o")
+    assert code == 2 and "nope does not exist" in one_line_error(out)
+    # a published file given where a vsrkit checkpoint goes: pointed at --weights
+    code, out = run("eval", basicsr_file)
+    assert code == 1 and "pass it with --weights" in one_line_error(out)
+    # a vsrkit checkpoint is not a published file of a given layout
+    ckpt = sorted((trained_run / "checkpoints").glob("*.pth"))[-1]
+    code, out = run("eval", "--weights", ckpt, "--weights-format", "mmagic")
+    assert code == 1 and "not a mmagic BasicVSR file" in one_line_error(out)
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"\x00" * 100)
+    code, out = run("eval", "--weights", junk)
+    assert code == 1 and "junk.pth" in one_line_error(out)

@@ -79,8 +79,8 @@ def test_a_preset_that_disagrees_with_the_checkpoint_config_is_refused(trained_r
 @pytest.mark.parametrize(
     ("content", "needle"),
     [
-        (b"not a checkpoint at all", "not a readable checkpoint"),
-        (b"", "not a readable checkpoint"),
+        (b"not a checkpoint at all", "not a readable PyTorch file"),
+        (b"", "not a readable PyTorch file"),
     ],
 )
 def test_unreadable_files_are_one_line(tmp_path: Path, content: bytes, needle: str) -> None:
@@ -95,7 +95,10 @@ def test_unreadable_files_are_one_line(tmp_path: Path, content: bytes, needle: s
 def test_pickled_objects_are_never_loaded(tmp_path: Path) -> None:
     path = tmp_path / "evil.pth"
     torch.save({"model": build_model("tiny").state_dict(), "obj": fractions.Fraction(1, 3)}, path)
-    with pytest.raises(ModelLoadError, match="Python objects other than tensors"):
+    with pytest.raises(
+        ModelLoadError,
+        match=r"evil.pth: holds Python objects \(fractions.Fraction\) that vsrkit never loads",
+    ):
         load_model(path, device="cpu")
 
 
@@ -103,7 +106,7 @@ def test_a_truncated_checkpoint_is_one_line(trained_run: Path, tmp_path: Path) -
     src = trained_run / "checkpoints" / "checkpoint_step_0000010.pth"
     path = tmp_path / "checkpoint_step_0000010.pth"
     path.write_bytes(src.read_bytes()[: src.stat().st_size // 2])
-    with pytest.raises(ModelLoadError, match="not a readable checkpoint"):
+    with pytest.raises(ModelLoadError, match="not a readable PyTorch file"):
         read_checkpoint(path)
 
 

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import vsrkit.vsr.pretrained as pretrained_module
+from vsrkit.infer import ModelLoadError
 from vsrkit.vsr import BidirectionalRecurrentVSR, FlowWeightsError, build_model
 from vsrkit.vsr.pretrained import (
     PretrainedWeightsError,
@@ -197,7 +198,7 @@ def test_weights_that_do_not_fit_name_the_keys(tmp_path: Path) -> None:
     sd["upconv2.weight"] = torch.zeros(5, 8, 3, 3)
     path = tmp_path / "odd.pth"
     torch.save({"params": sd}, path)
-    with pytest.raises(PretrainedWeightsError, match=r"odd.pth does not fit .*upconv2.weight"):
+    with pytest.raises(ModelLoadError, match=r"odd.pth .*: weights do not fit .*upconv2.weight"):
         load_pretrained(path)
 
 

@@ -30,8 +30,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 _SOURCE = click.Path(exists=True, path_type=Path)
 
 
-def _which(value: str) -> str:
-    if value in ("latest", "best") or value.isdigit():
+def _which(value: str | None) -> str | None:
+    if value is None or value in ("latest", "best") or value.isdigit():
         return value
     raise click.BadParameter(f"expected latest, best or a step, got {value!r}")
 
@@ -41,11 +41,21 @@ def inference_options(func: F) -> F:
     options = [
         click.option(
             "--which",
-            default="latest",
-            show_default=True,
             callback=lambda _ctx, _p, v: _which(v),
             metavar="latest|best|STEP",
-            help="Checkpoint of a run folder: the newest valid, the best, or a step.",
+            help="Checkpoint of a run folder: the newest valid (default), the best, or a step.",
+        ),
+        click.option(
+            "--weights",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            help="A published BasicVSR file (BasicSR or mmagic) instead of CHECKPOINT_OR_RUN.",
+        ),
+        click.option(
+            "--weights-format",
+            type=click.Choice(("auto", "basicsr", "mmagic")),
+            default="auto",
+            show_default=True,
+            help="Layout of the --weights file.",
         ),
         click.option(
             "--preset",
@@ -139,11 +149,30 @@ def _upscale_options(o: dict[str, Any], progress: Any) -> dict[str, Any]:
     }
 
 
-def _load(source: Path, o: dict[str, Any]) -> tuple[Any, Any]:
-    """The checkpoint and its model, on the device the flags ask for."""
-    from vsrkit.infer import load_model, read_checkpoint
+def _model_source(source: Path | None, o: dict[str, Any]) -> None:
+    """Exactly one of CHECKPOINT_OR_RUN and --weights; no run-folder flags with --weights."""
+    if o["weights"] is None and source is None:
+        raise click.UsageError("give CHECKPOINT_OR_RUN, or a published model with --weights FILE")
+    if o["weights"] is not None:
+        if source is not None:
+            raise click.UsageError(
+                f"give CHECKPOINT_OR_RUN ({source}) or --weights ({o['weights']}), not both"
+            )
+        for flag, key in (("--which", "which"), ("--preset", "preset")):
+            if o[key] is not None:
+                raise click.UsageError(f"{flag} is for CHECKPOINT_OR_RUN; --weights reads its file")
 
-    ckpt = read_checkpoint(source, which=o["which"], preset=o["preset"])
+
+def _load(source: Path | None, o: dict[str, Any]) -> tuple[Any, Any]:
+    """The checkpoint (or published weights) and its model, on the device the flags ask for."""
+    from vsrkit.infer import load_model, read_checkpoint
+    from vsrkit.infer.loading import read_weights
+
+    if o["weights"] is not None:
+        ckpt = read_weights(o["weights"], format=o["weights_format"])
+    else:
+        assert source is not None
+        ckpt = read_checkpoint(source, which=o["which"] or "latest", preset=o["preset"])
     device = None if o["device"] == "auto" else o["device"]
     return ckpt, load_model(ckpt, device=device)
 
@@ -268,7 +297,7 @@ def _writable_file(path: Path, flag: str) -> None:
 
 
 @click.command("eval")
-@click.argument("checkpoint_or_run", type=_SOURCE)
+@click.argument("checkpoint_or_run", type=_SOURCE, required=False)
 @click.option(
     "--data",
     metavar="DIR|synthetic",
@@ -302,7 +331,7 @@ def _writable_file(path: Path, flag: str) -> None:
 )
 @inference_options
 def eval_cmd(
-    checkpoint_or_run: Path,
+    checkpoint_or_run: Path | None,
     data: str | None,
     channel: str,
     crop_border: int,
@@ -314,17 +343,20 @@ def eval_cmd(
     """Score a trained model: PSNR/SSIM per clip and their mean, beside bicubic.
 
     CHECKPOINT_OR_RUN is a checkpoint file or a run folder (its newest valid checkpoint, or
-    --which best|STEP). The figures follow BasicSR: 8-bit rounding, mean over the frames of a
-    clip, then over clips.
+    --which best|STEP); --weights FILE scores a published BasicVSR (BasicSR or mmagic file)
+    instead. The figures follow BasicSR: 8-bit rounding, mean over the frames of a clip, then
+    over clips.
 
     \b
     Examples:
       vsrkit eval runs/quick
       vsrkit eval runs/paper --which best --data datasets/REDS4 --channel rgb --out r.json
+      vsrkit eval --weights BasicVSR_REDS4.pth --data datasets/REDS4 --channel rgb
     """
     from vsrkit._atomic import atomic_write_json, atomic_write_text
     from vsrkit.infer import eval_clips, evaluate
 
+    _model_source(checkpoint_or_run, o)
     if data is not None and data != "synthetic" and not Path(data).is_dir():
         raise click.BadParameter(f"{data} is not a folder", param_hint="--data")
     for path, flag in ((out, "--out"), (csv_path, "--csv")):
@@ -402,9 +434,13 @@ def _open_input(folder: Path) -> Any:
 
 
 @click.command("upscale")
-@click.argument("checkpoint_or_run", type=_SOURCE)
-@click.argument("input_path", metavar="INPUT", type=_SOURCE)
-@click.argument("output", type=click.Path(path_type=Path))
+@click.argument(
+    "paths",
+    nargs=-1,
+    required=True,
+    metavar="[CHECKPOINT_OR_RUN] INPUT OUTPUT",
+    type=click.Path(path_type=Path),
+)
 @click.option(
     "--skip-existing",
     is_flag=True,
@@ -418,9 +454,7 @@ def _open_input(folder: Path) -> Any:
 )
 @inference_options
 def upscale(
-    checkpoint_or_run: Path,
-    input_path: Path,
-    output: Path,
+    paths: tuple[Path, ...],
     skip_existing: bool,
     overwrite: bool,
     fps: float | None,
@@ -433,16 +467,31 @@ def upscale(
     (.mp4 .mkv .mov .avi). OUTPUT is a folder of PNG frames (one subfolder per clip) or a video
     file with the input's frame rate. Inference is exact (the model's whole-clip output) and
     streams: memory does not grow with the clip. Videos need: pip install "vsrkit[video]".
+    With --weights FILE (a published BasicVSR), leave out CHECKPOINT_OR_RUN.
 
     \b
     Examples:
       vsrkit upscale runs/quick frames/ out/
       vsrkit upscale runs/quick input.mp4 output.mp4 --device cuda --half
       vsrkit upscale runs/quick frames/ out/ --skip-existing     # continue
+      vsrkit upscale --weights BasicVSR_REDS4.pth input.mp4 output.mp4
     """
     from vsrkit.infer.frames import find_clips
     from vsrkit.infer.video import VIDEO_EXTENSIONS, VideoReader, is_video_path
 
+    want = 2 if o["weights"] is not None else 3
+    if len(paths) != want:
+        raise click.UsageError(
+            "expected INPUT OUTPUT after --weights FILE"
+            if want == 2
+            else "expected CHECKPOINT_OR_RUN INPUT OUTPUT (or --weights FILE INPUT OUTPUT)"
+        )
+    input_path, output = paths[-2], paths[-1]
+    checkpoint_or_run = paths[0] if want == 3 else None
+    for path, hint in ((checkpoint_or_run, "CHECKPOINT_OR_RUN"), (input_path, "INPUT")):
+        if path is not None and not path.exists():
+            raise click.BadParameter(f"{path} does not exist", param_hint=hint)
+    _model_source(checkpoint_or_run, o)
     if skip_existing and overwrite:
         raise click.UsageError("--skip-existing and --overwrite exclude each other")
     to_video = is_video_path(output)

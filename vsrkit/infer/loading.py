@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +40,7 @@ __all__ = [
     "checkpoint_config",
     "load_model",
     "read_checkpoint",
+    "read_weights",
     "resolve_device",
 ]
 
@@ -165,27 +165,12 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 def _load_file(path: Path) -> Any:
     """``torch.load(weights_only=True)`` with one line for any failure (torch's advice to turn
     ``weights_only`` off never reaches a user)."""
+    from vsrkit._safe_load import UnreadableFileError, load_torch_file
+
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "Unsupported global" in str(exc):
-            raise ModelLoadError(
-                f"{path}: holds Python objects other than tensors, which vsrkit never loads"
-            ) from None
-        raise ModelLoadError(
-            f"{path}: not a readable checkpoint (damaged, or not a PyTorch file)"
-        ) from None
-    except OSError as exc:
-        raise ModelLoadError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    except Exception as exc:  # noqa: BLE001 - truncated zip, bad CRC, garbage bytes
-        raise ModelLoadError(
-            f"{path}: not a readable checkpoint ({type(exc).__name__}: {_first_line(exc)})"
-        ) from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+        return load_torch_file(path)
+    except UnreadableFileError as exc:
+        raise ModelLoadError(str(exc)) from None
 
 
 def _is_state_dict(obj: Any) -> bool:
@@ -200,6 +185,12 @@ def _from_state(
     obj: Any, *, where: str, preset: str | None, path: Path | None, step: int | None
 ) -> LoadedCheckpoint:
     """Interpret a loaded object: a vsrkit checkpoint state or a bare state dict."""
+    layout = _published_layout(obj)
+    if layout is not None:
+        raise ModelLoadError(
+            f"{where}: a {layout} BasicVSR weights file, not a vsrkit checkpoint; pass it "
+            "with --weights (vsrkit.vsr.load_pretrained in Python)"
+        )
     if isinstance(obj, Mapping) and _is_state_dict(obj.get("model")):
         weights: dict[str, Tensor] = dict(obj["model"])
         config = checkpoint_config(obj)
@@ -234,6 +225,35 @@ def _from_state(
         path=path,
         step=step,
         preset=str(config["model"]),
+    )
+
+
+def _published_layout(obj: Any) -> str | None:
+    """``basicsr`` or ``mmagic`` when ``obj`` is a file of that layout, else ``None``."""
+    from vsrkit.vsr.pretrained import published_layout
+
+    return published_layout(obj)
+
+
+def read_weights(path: str | os.PathLike[str], *, format: str = "auto") -> LoadedCheckpoint:
+    """A published BasicVSR file (BasicSR, mmagic) or a vsrkit checkpoint, as weights and an
+    architecture (see :func:`vsrkit.vsr.read_pretrained`); build it with :func:`load_model`.
+
+    Raises:
+        vsrkit.vsr.PretrainedWeightsError: a missing or unreadable file, or one of no known
+            layout.
+    """
+    from vsrkit.vsr.pretrained import read_pretrained
+
+    weights = read_pretrained(path, format=format)
+    if weights.format == "vsrkit":
+        return read_checkpoint(path)
+    return LoadedCheckpoint(
+        state_dict=weights.state_dict,
+        architecture=weights.architecture,
+        path=Path(path),
+        preset=f"{weights.format} BasicVSR",
+        extra={"format": weights.format, "source": weights.source},
     )
 
 

@@ -151,10 +151,14 @@ class VGGFeatures(nn.Module):
                 f"VGG19 weights file not found: {path} (expected a local torchvision vgg19 "
                 "state dict; pass perceptual='random' to use no file)"
             )
+        from vsrkit._safe_load import UnreadableFileError, load_torch_file
+
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001
-            raise PerceptualWeightsError(f"cannot read VGG19 weights {path}: {exc}") from exc
+            state = load_torch_file(path)
+        except UnreadableFileError as exc:
+            raise PerceptualWeightsError(f"cannot read VGG19 weights {exc}") from None
+        if not isinstance(state, dict):
+            raise PerceptualWeightsError(f"{path} is not a VGG19 state dict")
         feats = {
             k.removeprefix("features."): v
             for k, v in state.items()

@@ -79,16 +79,14 @@ class PretrainedWeights:
 
 
 def _torch_load(path: str | os.PathLike[str], what: str) -> Any:
-    p = os.fspath(path)
-    if not os.path.isfile(p):
-        raise PretrainedWeightsError(f"{what} file not found: {p}")
+    from vsrkit._safe_load import UnreadableFileError, load_torch_file
+
     try:
-        return torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - a damaged or foreign file is a user error
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "weights_only" in first or "Unsupported global" in first:
-            first = "it holds Python objects other than tensors and plain containers"
-        raise PretrainedWeightsError(f"cannot read {what} {p}: {first}") from None
+        return load_torch_file(path)
+    except UnreadableFileError as exc:
+        if exc.kind == "missing":
+            raise PretrainedWeightsError(f"{what} file not found: {exc.path}") from None
+        raise PretrainedWeightsError(f"cannot read {what} {exc.path}: {exc.reason}") from None
 
 
 def _tensor_items(obj: Mapping[Any, Any]) -> dict[str, Tensor]:
@@ -200,6 +198,16 @@ def _check_normalisation(sd: dict[str, Tensor], where: str) -> dict[str, Tensor]
     return sd
 
 
+def published_layout(obj: Any) -> str | None:
+    """``"basicsr"`` or ``"mmagic"`` when a loaded file is a BasicVSR of that layout, else
+    ``None`` (a vsrkit checkpoint, another network, anything else)."""
+    if not isinstance(obj, Mapping):
+        return None
+    raw, _ = _unwrap(obj)
+    found = _layout(_strip_prefix(raw, ("generator.", "module.", "net.", "_orig_mod.")))
+    return found if found in ("basicsr", "mmagic") else None
+
+
 def _layout(sd: Mapping[str, Tensor]) -> str | None:
     if "backward_resblocks.main.0.weight" in sd:
         return "mmagic"
@@ -293,49 +301,16 @@ def load_pretrained(
         path: a BasicSR (``params``/``params_ema``), mmagic (``state_dict`` with the
             ``generator.`` prefix) or vsrkit file.
         format: ``auto``, ``basicsr``, ``mmagic`` or ``vsrkit``.
-        device: where to put the model (default: the CPU).
+        device: ``"cpu"`` or ``"cuda"``; default CUDA when available.
 
     Raises:
-        PretrainedWeightsError: as :func:`read_pretrained`, or when the tensors do not fit the
-            network (one line naming the first keys that differ).
+        PretrainedWeightsError: as :func:`read_pretrained`.
+        vsrkit.infer.ModelLoadError: the tensors do not fit the network (one line naming the
+            first keys that differ).
     """
-    weights = read_pretrained(path, format=format)
-    if weights.format == "vsrkit":
-        from vsrkit.infer import load_model  # the checkpoint's own config decides the model
+    from vsrkit.infer.loading import load_model, read_weights
 
-        return load_model(path, device=device)
-    from vsrkit.vsr.model import BidirectionalRecurrentVSR
-
-    model = BidirectionalRecurrentVSR(**weights.architecture)
-    load_weights_strict(model, weights.state_dict, os.fspath(path))
-    return model.to(device or "cpu").eval()
-
-
-def load_weights_strict(
-    model: torch.nn.Module, state_dict: Mapping[str, Tensor], where: str
-) -> None:
-    """``model.load_state_dict(state_dict, strict=True)`` with a one-line error."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(own))
-    wrong = sorted(
-        k for k in set(own) & set(state_dict) if tuple(own[k].shape) != tuple(state_dict[k].shape)
-    )
-    if missing or unexpected or wrong:
-        parts = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape", wrong)):
-            if keys:
-                extra = f" (+{len(keys) - 3} more)" if len(keys) > 3 else ""
-                if label == "shape":
-                    shown = ", ".join(
-                        f"{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}"
-                        for k in keys[:3]
-                    )
-                else:
-                    shown = ", ".join(keys[:3])
-                parts.append(f"{label}: {shown}{extra}")
-        raise PretrainedWeightsError(f"{where} does not fit the model: " + "; ".join(parts))
-    model.load_state_dict(state_dict, strict=True)
+    return load_model(read_weights(path, format=format), device=device)
 
 
 def spynet_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
