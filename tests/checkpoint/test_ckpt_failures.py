@@ -361,7 +361,10 @@ def test_restore_best_falls_back_to_the_next_best(tmp_path: Path) -> None:
     mgr.save(400, make_state(400))  # no quality: never the best
     assert CheckpointManager(tmp_path).restore(best=True)[0] == 200
     _damage(tmp_path / "checkpoint_step_0000200.pth", 200)
-    assert CheckpointManager(tmp_path).restore(best=True, verify=True)[0] == 300
+    reader = CheckpointManager(tmp_path)
+    assert reader.restored_from is None
+    assert reader.restore(best=True, verify=True)[0] == 300
+    assert reader.restored_from == tmp_path / "checkpoint_step_0000300.pth"
     empty = CheckpointManager(tmp_path / "none")
     empty.save(1, make_state(1))
     with pytest.raises(CheckpointNotFoundError, match="'quality' metric"):

@@ -147,6 +147,8 @@ class CheckpointManager:
         self._hasher: concurrent.futures.ThreadPoolExecutor | None = None
         self._snapshot_buffers: dict[tuple[Any, ...], Any] = {}
         self._closed = False
+        #: The file the last successful :meth:`restore` loaded (``None`` before one).
+        self.restored_from: Path | None = None
         self.mirror_strict = bool(mirror_strict)
         #: The :class:`CheckpointMirror` of ``mirror_dir``, ``None`` without one.
         self.mirror: CheckpointMirror | None = None
@@ -514,6 +516,7 @@ class CheckpointManager:
                     logger.warning("%s; loading the mirror copy %s", exc, backup.path)
                     rec, state = backup, self._load(backup, map_location, True)
                 self._maybe_adopt(rec, records)
+                self.restored_from = rec.path
                 return rec.step, state
             set_aside: set[Path] = set()
             for rec in records:  # committed once, damaged since: never a candidate
@@ -548,6 +551,7 @@ class CheckpointManager:
                         logger.warning("restored step %d from the mirror: %s", cand.step, cand.path)
                     # a run whose newer files were set aside still continues (retention goes on)
                     self._maybe_adopt(cand, [r for r in records if r.path not in set_aside])
+                    self.restored_from = cand.path
                     return cand.step, state
             raise CheckpointNotFoundError(f"no valid checkpoint to restore in {self.directory}")
 

@@ -194,7 +194,7 @@ def _load_on_main(how: str, ckpts: CheckpointManager, run_dir: Path) -> Resumed 
                     f"--resume best: no checkpoint with a quality in {ckpts.directory}"
                 ) from exc
             raise ResumeError(f"--resume latest: {exc}") from exc
-        return Resumed(step, state, _file_of(ckpts, step))
+        return Resumed(step, state, ckpts.restored_from)
     chosen = _choose_step(how, ckpts)
     if chosen is None:
         return None
@@ -202,14 +202,7 @@ def _load_on_main(how: str, ckpts: CheckpointManager, run_dir: Path) -> Resumed 
         step, state = ckpts.restore(chosen, map_location="cpu", verify=True)
     except CheckpointError as exc:
         raise ResumeError(f"--resume {how}: {exc}") from exc
-    return Resumed(step, state, _file_of(ckpts, step))
-
-
-def _file_of(ckpts: CheckpointManager, step: int) -> Path | None:
-    try:
-        return ckpts.directory / str(ckpts.manifest(step)["file"])
-    except (CheckpointError, OSError, ValueError, KeyError):
-        return None
+    return Resumed(step, state, ckpts.restored_from)
 
 
 def _valid_steps(ckpts: CheckpointManager) -> str:
