@@ -415,6 +415,18 @@ def main() -> None:
     for det, (_, count) in timing.items():
         print(f"{det:<8} {us[det]:6.2f} us per call, amortised over {count} calls")
     print(f"tracker / torch time per call: {us['tracker'] / us['torch']:.2f}")
+    print()
+    print("update alone, 200,000 calls of a noisy slow decline (us per call, amortised)")
+    for patience in (10, 100, 1000):
+        curve = Curve(_noisy_decline(200_000), [])
+        t_us = 1e6 * run_tracker(curve, patience)[1] / 200_000
+        r_us = 1e6 * run_torch(curve, patience)[1] / 200_000
+        print(f"  patience {patience:>5}: tracker {t_us:5.2f}  torch {r_us:5.2f}")
+
+
+def _noisy_decline(n: int) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return np.exp(-1e-5 * np.arange(n)) * (1.0 + 0.02 * rng.standard_normal(n))
 
 
 if __name__ == "__main__":

@@ -39,9 +39,12 @@ WINSOR = 2.5  # robust_scale winsorizes at this many MAD-based scales
 #: fewer second-difference scores than this: the noise scale is unknown
 MIN_SCORES = 3
 MERGE = 4  # the second batch size: this many batches
-#: once this many scores exist, the noise is re-estimated every NOISE_EVERY closed batches
+#: the noise is re-estimated at each of the first SETTLED closed batches, then every
+#: max(NOISE_EVERY, NOISE_STEPS / width) closed batches (it changes slowly; this keeps
+#: update O(1) amortised even with one-step batches)
 SETTLED = 20
 NOISE_EVERY = 10
+NOISE_STEPS = 100
 
 
 def _winsor_consistency(c: float) -> float:
@@ -215,18 +218,18 @@ class BatchWindow:
 
     # ------------------------------------------------------------------------ adding
     def add(self, step: int, y: float, width: int, span: int, history: int, keep: int) -> bool:
-        """Add one value; returns True when a batch closed (the caller may re-read sigma).
+        """Add one value; returns True when the noise scale was re-estimated.
 
         ``width``: batch width in steps; ``span``: window length; ``history``: steps of
         history before the window; ``keep``: steps of batches kept for the noise estimate.
         """
         start = step - step % width
         op = self.open
-        closed = False
+        closed = renewed = False
         if op is None:
             self.open = [start, 1.0, float(step), y, 0.0, 0.0]
         elif start != op[0]:
-            self._close()
+            renewed = self._close(width)
             closed = True
             self.open = [start, 1.0, float(step), y, 0.0, 0.0]
         else:  # Welford update of the open batch's centred sums
@@ -241,9 +244,9 @@ class BatchWindow:
         self._slide(step, span, history, keep)
         if closed and self.closed % self.REBUILD == 0:
             self.rebuild()
-        return closed
+        return renewed
 
-    def _close(self) -> None:
+    def _close(self, width: int) -> bool:
         op = self.open
         assert op is not None
         bs = self.batches
@@ -252,8 +255,11 @@ class BatchWindow:
         _merge(self.window, op[1], op[2], op[3], op[4], op[5])
         self.closed += 1
         self.open = None
-        if self.scores < SETTLED or self.closed % NOISE_EVERY == 0:
+        every = max(NOISE_EVERY, -(-NOISE_STEPS // width))
+        if self.closed <= SETTLED or self.closed % every == 0:
             self._estimate_noise()
+            return True
+        return False
 
     def _slide(self, step: int, span: int, history: int, keep: int) -> None:
         bs = self.batches
