@@ -63,6 +63,22 @@ class _Threads(click.ParamType):
 @click.option("--steps", type=click.IntRange(min=1), help="Total training steps.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Clips per step and process.")
 @click.option("--model", type=click.Choice(("tiny", "small", "paper")), help="Model size preset.")
+@click.option(
+    "--skip",
+    type=click.Choice(("bicubic", "bilinear")),
+    help="Skip connection: bicubic (default) or bilinear (BasicSR's BasicVSR exactly).",
+)
+@click.option(
+    "--init-weights",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Start from these weights (a BasicSR/mmagic BasicVSR file or a vsrkit checkpoint); "
+    "the optimizer and schedule start fresh.",
+)
+@click.option(
+    "--spynet-weights",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Pretrained SpyNet file (BasicSR or mmagic, as published).",
+)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Peak learning rate.")
 @click.option("--seed", type=int, help="Seed of model, data order and augmentation.")
 @click.option(
@@ -133,9 +149,10 @@ def train(preset: str | None, config_file: Path | None, **flags: Any) -> None:
     Examples:
       vsrkit train --preset quick
       vsrkit train --run-dir runs/a --resume latest
+      vsrkit train --preset paper --skip bilinear --init-weights BasicVSR_REDS4.pth
       torchrun --nproc-per-node 2 -m vsrkit train --steps 200
     """
-    from vsrkit.train.config import TrainConfig
+    from vsrkit.train.config import InitWeightsError, TrainConfig
     from vsrkit.train.resume import ResumeError
 
     overrides = {k: (str(v) if isinstance(v, Path) else v) for k, v in flags.items()}
@@ -153,7 +170,7 @@ def train(preset: str | None, config_file: Path | None, **flags: Any) -> None:
 
     try:
         result = run_training(cfg)
-    except ResumeError as exc:
+    except (ResumeError, InitWeightsError) as exc:  # a setting found wrong as the run starts
         raise _SettingError(str(exc)) from exc
     except VsrkitError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -31,6 +31,7 @@ __all__ = [
     "PRESETS",
     "PROCESS_KEYS",
     "TrainConfig",
+    "InitWeightsError",
     "TrainConfigError",
     "load_config_file",
 ]
@@ -57,12 +58,17 @@ PROCESS_KEYS = frozenset(
         "monitor_port",
         "allow_remote_monitor",
         "terminal_view",
+        "init_weights",  # starts a new run's weights; a resumed run's come from its checkpoint
     }
 )
 
 
 class TrainConfigError(VsrkitError):
     """A bad startup setting: unknown key, wrong type or value out of range."""
+
+
+class InitWeightsError(TrainConfigError):
+    """``--init-weights`` names weights of another network or size than the run builds."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +92,9 @@ class TrainConfig:
     model: str = "tiny"
     n_feats: int | None = None
     n_blocks: int | None = None
-    spynet_weights: str | None = None
+    spynet_weights: str | None = None  # local SpyNet file (BasicSR or mmagic as published)
+    skip: str = "bicubic"  # skip connection: bicubic, or bilinear (BasicSR's BasicVSR exactly)
+    init_weights: str | None = None  # start from a published BasicVSR or a vsrkit checkpoint
     perceptual: str | None = "random"
     # optimisation
     steps: int = 600
@@ -134,6 +142,12 @@ class TrainConfig:
         _check_choice("preset", self.preset, PRESETS)
         _check_choice("degradation", self.degradation, ("BI", "BD"))
         _check_choice("model", self.model, ("tiny", "small", "paper"))
+        _check_choice("skip", self.skip, ("bicubic", "bilinear"))
+        if self.init_weights is not None and self.resume is not None:
+            raise TrainConfigError(
+                "init_weights (--init-weights) starts a new run from other weights; a resumed "
+                "run takes its weights from its checkpoint: leave out one of the two"
+            )
         _check_choice("lr_policy", self.lr_policy, ("boost", "reduce", "off"))
         _check_choice("device", self.device, ("auto", "cpu", "cuda"))
         _check_choice("amp", self.amp, ("bf16", "fp16", "off"))

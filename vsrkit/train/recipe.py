@@ -44,7 +44,7 @@ from vsrkit.errors import VsrkitError
 from vsrkit.monitor.actions import ActionQueue, pause_state
 from vsrkit.stats import DeferredStatsWriter, LossAccumulator, MetricsSnapshot, TensorBoardLogger
 from vsrkit.stats.fields import VALIDATION_FIELDS
-from vsrkit.train.config import TrainConfig, TrainConfigError
+from vsrkit.train.config import InitWeightsError, TrainConfig, TrainConfigError
 from vsrkit.train.data import CachedClips, EpochBatchSampler, SeededSamples
 from vsrkit.train.distributed import DistContext, init_distributed
 from vsrkit.train.evaluation import activity_fields, validate
@@ -230,8 +230,17 @@ def _train(
 
     # ---- model, loss, optimizer -------------------------------------------------------------
     net = build_model(
-        cfg.model, num_feat=cfg.n_feats, num_blocks=cfg.n_blocks, spynet_weights=cfg.spynet_weights
-    ).to(dev)
+        cfg.model,
+        num_feat=cfg.n_feats,
+        num_blocks=cfg.n_blocks,
+        spynet_weights=cfg.spynet_weights,
+        skip=cfg.skip,
+    )
+    if cfg.init_weights is not None and resume is None:  # fine-tuning a published model
+        note = _init_weights(net, cfg.init_weights)
+        if ctx.is_main:
+            progress.message(note)
+    net = net.to(dev)
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     activity = LayerActivityMonitor(net)
@@ -713,6 +722,47 @@ def _apply_change(
         weights.set_weights({t: live[f"{t}_weight"] for t in TERMS}, step=step)
     elif key in cadence:
         cadence[key] = int(value)
+
+
+def _init_weights(net: torch.nn.Module, path: str) -> str:
+    """Load ``path`` (a published BasicVSR or a vsrkit checkpoint) into ``net``; one line says
+    what was loaded. Raises a :class:`VsrkitError` when it is another network or size."""
+    from vsrkit.infer.loading import build_model_from, read_weights
+
+    weights = read_weights(path)
+    loaded = build_model_from(weights.architecture, weights.state_dict, where=path, device="cpu")
+
+    def sizes(m: Any) -> dict[str, Any]:
+        return {
+            "num_feat": m.num_feat,
+            "num_blocks": m.num_blocks,
+            "skip": m.skip,
+            "spynet_levels": m.spynet.num_levels,
+        }
+
+    want, got = sizes(net), sizes(loaded)
+    if want != got:
+        shown = ", ".join(f"{k} {v}" for k, v in got.items())
+        built = ", ".join(f"{k} {v}" for k, v in want.items())
+        raise InitWeightsError(
+            f"--init-weights {path}: a {weights.preset or 'vsrkit'} model with {shown}; this run "
+            f"builds {built} (choose --model, --skip, n_feats/n_blocks to match)"
+        )
+    try:
+        net.load_state_dict(loaded.state_dict())
+    except RuntimeError as exc:  # same sizes, another SpyNet width
+        raise InitWeightsError(
+            f"--init-weights {path} does not fit this run's model: {str(exc).splitlines()[0]}"
+        ) from None
+    kind = (
+        f"a {weights.preset}"
+        if weights.config is None
+        else f"the {weights.preset} model of step {weights.step}"
+    )
+    return (
+        f"initialised the model from {path} ({kind}); the optimizer, the LR schedule and the "
+        "adaptive components start fresh"
+    )
 
 
 def _retention(cfg: TrainConfig) -> AnyOf:

@@ -285,7 +285,7 @@ def read_pretrained(path: str | os.PathLike[str], *, format: str = "auto") -> Pr
     arch = _architecture(sd, where)
     if found != "vsrkit":
         arch["skip"] = "bilinear"
-    logger.info("read %s weights from %s (%s): %s", found, where, source, arch)
+    logger.debug("read %s weights from %s (%s): %s", found, where, source, arch)
     return PretrainedWeights(state_dict=sd, format=found, architecture=arch, source=source)
 
 
