@@ -130,6 +130,20 @@ def test_spikes_do_not_fake_a_plateau_or_hide_one():
     assert steps and steps[0] < 300 + 160
 
 
+def test_steps_may_be_numpy_integers_or_integral_floats_and_stay_json_safe():
+    np = pytest.importorskip("numpy")
+    tracker = PlateauTracker(patience=5, cooldown=0)
+    for s in np.arange(10):
+        tracker.update(s, 1.0)
+    tracker.update(10.0, 1.0)
+    state = json.loads(json.dumps(tracker.state_dict()))
+    assert state["last_step"] == 10 and type(state["last_step"]) is int
+    with pytest.raises(AdaptiveError, match="step must be an integer, got 11.5"):
+        tracker.update(11.5, 1.0)
+    with pytest.raises(AdaptiveError, match="step must be an integer, got '12'"):
+        tracker.update("12", 1.0)
+
+
 def test_counter_uses_step_difference_not_call_count():
     tracker = PlateauTracker(patience=100, cooldown=0)
     events = [tracker.update(step, 1.0) for step in range(0, 500, 10)]
@@ -292,10 +306,12 @@ def test_deprecated_settings_warn_and_change_nothing():
         "noise_k",
     ]
     assert all("has no effect" in str(w.message) for w in caught)
+    assert {w.filename for w in caught} == {__file__}  # shown at the caller, not in vsrkit
     assert old.settings["grace_rate"] == 0.5 and PlateauTracker().settings["noise_k"] is None
     assert trigger_steps(run(old, values)) == plain
-    with pytest.warns(DeprecationWarning, match="noise_k"):
+    with pytest.warns(DeprecationWarning, match="noise_k") as again:
         old.configure(noise_k=3.0)
+    assert again[0].filename == __file__
     with pytest.raises(AdaptiveError, match="grace_rate must be >= 0"):
         PlateauTracker(grace_rate=-1.0)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import operator
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -31,7 +32,6 @@ log = logging.getLogger(__name__)
 
 #: version of :meth:`PlateauTracker.state_dict`; version 1 (the EMA tracker) still loads
 STATE_VERSION = 2
-_VERSION = STATE_VERSION
 BATCHES = 10  # batches per patience window (batch width = ceil(patience / BATCHES) steps)
 NOISE_WINDOWS = 4  # batches of the last max(NOISE_WINDOWS, 1 + trend) windows give the noise
 
@@ -149,7 +149,7 @@ class PlateauTracker:
         self._alpha = check_number(owner, "ema_alpha", ema_alpha, low=0, high=1, low_open=True)
         self._clip_k = check_number(owner, "clip_k", clip_k, low=0, low_open=True)
         self._deprecated: dict[str, float | None] = dict.fromkeys(_DEPRECATED)
-        self.configure(
+        self._configure(
             patience=patience,
             cooldown=cooldown,
             warmup=warmup,
@@ -197,6 +197,9 @@ class PlateauTracker:
         Raises:
             AdaptiveError: an unknown name or a bad value (nothing is changed then).
         """
+        self._configure(**settings)
+
+    def _configure(self, **settings: Any) -> None:
         owner = "PlateauTracker"
         new: dict[str, Any] = {}
         for key, value in settings.items():
@@ -242,7 +245,7 @@ class PlateauTracker:
                     f"PlateauTracker: {name} has no effect since the statistical test replaced "
                     "the EMA counter (state version 2); remove it",
                     DeprecationWarning,
-                    stacklevel=2,
+                    stacklevel=3,  # the caller of __init__ or configure
                 )
                 self._deprecated[name] = value
             else:
@@ -397,6 +400,8 @@ class PlateauTracker:
             sharpness_ratio: optional; below ``aggressive_sharpness`` with ``stalled_steps >
                 patience`` the event is marked ``aggressive`` (an extreme plateau).
         """
+        if type(step) is not int:  # numpy integers, integral floats: to int (JSON-safe)
+            step = _as_step(step)
         last = self._last_step
         if last is not None and step <= last:
             raise AdaptiveError(
@@ -726,6 +731,18 @@ def _parse_v1(state: Mapping[str, Any], mode: str) -> dict[str, Any]:
         "`patience` steps of new values",
     )
     return vals
+
+
+def _as_step(step: Any) -> int:
+    try:
+        value = operator.index(step)
+    except TypeError:
+        if isinstance(step, float) and step.is_integer():
+            return int(step)
+        raise AdaptiveError(
+            f"PlateauTracker.update: step must be an integer, got {step!r}"
+        ) from None
+    return int(value)
 
 
 def _require(state: Mapping[str, Any], keys: tuple[str, ...]) -> None:
