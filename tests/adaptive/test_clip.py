@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from vsrkit.adaptive import AdaptiveError, DynamicThreshold, GradClipAdapter
+from vsrkit.errors import StateError
 
 
 def test_clip_value_is_the_quantile_of_the_window():
@@ -61,7 +62,7 @@ def test_state_round_trip_keeps_override_and_window_settings():
     b.configure(grad_clip=None)
     assert len(b.state_dict()["history"]) == 10
     assert b.clip_value == pytest.approx(0.5 + 58.1 / 100)  # 0.9-quantile of the last 10
-    with pytest.raises(AdaptiveError, match="history"):
+    with pytest.raises(StateError, match="GradClipAdapter state: history"):
         b.load_state_dict({"version": 1, "history": [1.0, "x"], "last_step": 3, "skipped": 0})
 
 
@@ -122,3 +123,12 @@ def test_dynamic_threshold_resume_and_margin_side(values, data):
     resumed.load_state_dict(json.loads(json.dumps(first.state_dict())))
     assert [resumed.update(v) for v in values[split:]] == full[split:]
     assert whole.threshold >= whole.ema  # max mode: never below the EMA
+
+
+def test_configure_takes_settings_by_name_and_refuses_unknown_ones():
+    clip = GradClipAdapter()
+    with pytest.raises(AdaptiveError, match="unknown setting 'clip'"):
+        clip.configure(clip=2.0)
+    clip.configure()  # nothing given: nothing changes
+    clip.configure(grad_clip=2.0)
+    assert clip.clip_value == 2.0

@@ -14,6 +14,7 @@ import torch
 from vsrkit.adaptive import AdaptiveError
 from vsrkit.adaptive import gradients as gradients_module
 from vsrkit.adaptive.gradients import GradientMonitor, log_gradient_norms
+from vsrkit.errors import StateError
 
 
 class TwoPart(torch.nn.Module):
@@ -145,7 +146,7 @@ def test_tensorboard_gets_gradients_tags(tmp_path):
     assert "Gradients/head" in tags and "Gradients/encoder" in tags
     assert [e.step for e in acc.Scalars("Gradients/head")] == [10, 20]
     assert all(e.value == 0.0 for e in acc.Scalars("Gradients/encoder"))
-    log_gradient_norms(TensorBoardLogger(tmp_path / "off", enabled=False), mon.read(30))
+    log_gradient_norms(TensorBoardLogger(tmp_path / "off", is_main=False), mon.read(30))
     assert not (tmp_path / "off").exists()
 
 
@@ -176,7 +177,7 @@ def test_state_round_trips_through_json_and_keeps_settings():
 def test_bad_state_is_refused_with_the_key(state, match):
     net = TwoPart()
     mon = GradientMonitor({"encoder": net.encoder, "head": net.head})
-    with pytest.raises(AdaptiveError, match=match):
+    with pytest.raises(StateError, match=f"GradientMonitor state: .*{match}"):
         mon.load_state_dict(state)
 
 

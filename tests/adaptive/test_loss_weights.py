@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from vsrkit.adaptive import AdaptiveError, AdaptiveLossWeights, PlateauReason
 from vsrkit.adaptive.loss_weights import MODES
 from vsrkit.adaptive.plateau import PlateauEvent
+from vsrkit.errors import StateError
 
 TERMS = ("l1", "ms", "grad", "perceptual")
 
@@ -105,16 +106,27 @@ def test_status_before_any_plateau_is_null_not_zero():
     assert "edge_weight_current" in custom
 
 
-def test_set_weights_checks_bounds_and_sum_and_starts_cooldown():
+def test_configure_weights_checks_bounds_and_sum_and_starts_cooldown():
     w = AdaptiveLossWeights(TERMS, mode="balance", cooldown=50, bounds={"l1": (0.1, 0.7)})
-    with pytest.raises(AdaptiveError, match=r"set_weights\['l1'\] must be <= 0.7"):
-        w.set_weights({"l1": 0.8, "ms": 0.1, "grad": 0.05, "perceptual": 0.05}, step=5)
+    with pytest.raises(AdaptiveError, match=r"weights\['l1'\] must be <= 0.7"):
+        w.configure(weights={"l1": 0.8, "ms": 0.1, "grad": 0.05, "perceptual": 0.05}, step=5)
     with pytest.raises(AdaptiveError, match="sum to 1.1500; they must sum to 1 \\+- 0.05"):
-        w.set_weights({"l1": 0.4}, step=5)
+        w.configure(weights={"l1": 0.4}, step=5)
     with pytest.raises(AdaptiveError, match="unknown term.*gradient"):
-        w.set_weights({"gradient": 0.25}, step=5)
+        w.configure(weights={"gradient": 0.25}, step=5)
+    with pytest.raises(AdaptiveError, match="needs the step"):
+        w.configure(weights={"l1": 0.25})
+    with pytest.raises(AdaptiveError, match="unknown setting 'l1_weight'"):
+        w.configure(l1_weight=0.25, step=5)
+    with pytest.raises(AdaptiveError, match="cooldown must be >= 0"):  # all or nothing
+        w.configure(
+            weights={"l1": 0.5, "ms": 0.2, "grad": 0.15, "perceptual": 0.17}, cooldown=-1, step=5
+        )
     assert w.weights == {t: 0.25 for t in TERMS}
-    got = w.set_weights({"l1": 0.5, "ms": 0.2, "grad": 0.15, "perceptual": 0.17}, step=5)
+    w.configure(weights={"l1": 0.5, "ms": 0.2, "grad": 0.15, "perceptual": 0.17}, step=5)
+    got = w.weights
+    with pytest.warns(DeprecationWarning, match="configure"):
+        assert w.set_weights(got, step=5) == got
     assert math.fsum(got.values()) == pytest.approx(1.02)
     assert w.phase == "Cooldown" and w.update(20, scaled_losses(20)) == got
     w.update(60, scaled_losses(60))
@@ -154,10 +166,10 @@ def test_load_state_keeps_settings_and_checks_terms():
     old = b.weights
     new = b.update(200, scaled_losses(200))
     assert all(abs(new[t] - old[t]) <= 0.001 + 1e-12 for t in TERMS)  # its own max_change
-    with pytest.raises(AdaptiveError, match="state has terms"):
+    with pytest.raises(StateError, match="AdaptiveLossWeights state: state has terms"):
         AdaptiveLossWeights(("l1", "ms")).load_state_dict(state)
     narrow = AdaptiveLossWeights(TERMS, bounds=(0.2, 0.3))
-    with pytest.raises(AdaptiveError, match="state weights"):
+    with pytest.raises(StateError, match="AdaptiveLossWeights state: state weights"):
         narrow.load_state_dict(state)
 
 

@@ -18,6 +18,7 @@ from vsrkit.adaptive import (
     current_lrs,
 )
 from vsrkit.adaptive.plateau import PlateauEvent
+from vsrkit.errors import StateError
 
 
 def event(step: int, triggered: bool = True) -> PlateauEvent:
@@ -70,7 +71,7 @@ def test_settings_are_validated_and_kept_on_load():
     other.load_state_dict(json.loads(json.dumps(policy.state_dict())))
     assert other.settings["max_lr"] == 5e-4 and other.changes == 1
     assert other.on_event(event(9), step=9, lrs=[1e-4]) is None  # its own max_boosts=1
-    with pytest.raises(AdaptiveError, match="version"):
+    with pytest.raises(StateError, match="LRBoostPolicy state: version 0 is not supported"):
         other.load_state_dict({"version": 0, "changes": 0, "last_change_step": None})
 
 

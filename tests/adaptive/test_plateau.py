@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from vsrkit.adaptive import AdaptiveError, PlateauReason, PlateauTracker
 from vsrkit.adaptive.plateau import STATE_VERSION
-from vsrkit.errors import VsrkitError
+from vsrkit.errors import StateError, VsrkitError
 
 
 def noisy(seed: int, n: int, *, level: float = 1.0, slope: float = 0.0, sigma: float = 0.01):
@@ -326,21 +326,23 @@ def test_load_state_keeps_settings_and_rejects_bad_state():
     b.load_state_dict(state)
     assert b.settings["patience"] == 99 and b.settings["cooldown"] == 7
     assert b.state_dict() == a.state_dict()
-    with pytest.raises(AdaptiveError, match="unsupported state version 99 .expected 2, or 1"):
+    with pytest.raises(
+        StateError, match="PlateauTracker state: version 99 is not supported .expected 2, or 1"
+    ):
         b.load_state_dict({**state, "version": 99})
-    with pytest.raises(AdaptiveError, match="missing key.*best"):
+    with pytest.raises(StateError, match="missing key.*best"):
         b.load_state_dict({k: v for k, v in state.items() if k != "best"})
-    with pytest.raises(AdaptiveError, match="ema must be a number"):
+    with pytest.raises(StateError, match="ema must be a number"):
         b.load_state_dict({**state, "ema": "x"})
-    with pytest.raises(AdaptiveError, match="verdict must be true or false"):
+    with pytest.raises(StateError, match="verdict must be true or false"):
         b.load_state_dict({**state, "verdict": 1})
-    with pytest.raises(AdaptiveError, match=r"window.batches\[0\]\[2\] must be a finite"):
+    with pytest.raises(StateError, match=r"window.batches\[0\]\[2\] must be a finite"):
         bad_window = json.loads(json.dumps(state["window"]))
         bad_window["batches"][0][2] = None
         b.load_state_dict({**state, "window": bad_window})
-    with pytest.raises(AdaptiveError, match="expected a mapping, got list"):
+    with pytest.raises(StateError, match="expected a mapping, got list"):
         b.load_state_dict([state])
-    with pytest.raises(AdaptiveError, match="mode='min' tracker, this one is mode='max'"):
+    with pytest.raises(StateError, match="mode='min' tracker, this one is mode='max'"):
         PlateauTracker(mode="max").load_state_dict(state)
     assert b.state_dict() == a.state_dict()  # nothing changed by the refused loads
 
@@ -369,7 +371,7 @@ def test_version_1_state_loads_with_counters_and_a_fresh_window(caplog):
         tracker.update(59, 0.94)
     events = run(tracker, [0.94] * 60, start=60)
     assert trigger_steps(events) == [100]  # 40 steps of new values, then counter > patience
-    with pytest.raises(AdaptiveError, match="missing key.*best_step"):
+    with pytest.raises(StateError, match="missing key.*best_step"):
         PlateauTracker().load_state_dict({k: v for k, v in V1_STATE.items() if k != "best_step"})
 
 

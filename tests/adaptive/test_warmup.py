@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from vsrkit.adaptive import AdaptiveError, AdaptiveLossWeights
 from vsrkit.adaptive import warmup as warmup_module
 from vsrkit.adaptive.warmup import LossWarmup, WarmupSchedule
+from vsrkit.errors import StateError
 
 unit = st.floats(0.0, 1.0, allow_nan=False)
 
@@ -193,7 +194,7 @@ def test_weights_before_any_step_is_an_error():
 def test_set_weights_changes_the_target():
     base = AdaptiveLossWeights(("a", "b"), initial={"a": 0.5, "b": 0.5})
     warm = LossWarmup(base, schedules={"b": {"length": 10}})
-    warm.set_weights({"a": 0.2, "b": 0.8}, step=0)
+    warm.configure(weights={"a": 0.2, "b": 0.8}, step=0)
     assert warm.weights_at(5) == pytest.approx({"a": 0.6, "b": 0.4})
 
 
@@ -212,9 +213,9 @@ def test_state_round_trips_through_json_and_keeps_schedules():
     assert other.state_dict() == warm.state_dict()
     assert other.schedules["perceptual"].length == 200
     assert other.base.weights == base.weights
-    with pytest.raises(AdaptiveError, match="version"):
+    with pytest.raises(StateError, match="LossWarmup state: version 9 is not supported"):
         other.load_state_dict({**state, "version": 9})
-    with pytest.raises(AdaptiveError, match="last_progress"):
+    with pytest.raises(StateError, match="LossWarmup state: last_progress"):
         other.load_state_dict({**state, "last_progress": "x"})
 
 

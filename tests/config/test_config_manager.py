@@ -21,6 +21,7 @@ from vsrkit.config import (
     snapshot_name,
     validate_config,
 )
+from vsrkit.errors import StateError
 
 
 def test_first_run_creates_the_file_from_initial(run_dir: Path) -> None:
@@ -340,15 +341,15 @@ def test_restore_snapshot_by_path_or_integer(mgr: RuntimeConfigManager, run_dir:
 
 def test_load_state_dict_refuses_bad_state(mgr: RuntimeConfigManager) -> None:
     good = mgr.state_dict()
-    with pytest.raises(RuntimeConfigError, match="version must be 1, got 7"):
+    with pytest.raises(StateError, match="RuntimeConfigManager state: version 7 is not supp"):
         mgr.load_state_dict({**good, "version": 7})
-    with pytest.raises(RuntimeConfigError, match="lacks key 'changes'"):
+    with pytest.raises(StateError, match="missing key.s. changes"):
         mgr.load_state_dict({"version": 1, "config": good["config"]})
-    with pytest.raises(RuntimeConfigError, match="max_lr: got 1, expected"):
+    with pytest.raises(StateError, match="max_lr: got 1, expected"):
         mgr.load_state_dict({**good, "config": {**good["config"], "max_lr": 1}})
-    with pytest.raises(RuntimeConfigError, match="lacks field"):
+    with pytest.raises(StateError, match="lacks field"):
         mgr.load_state_dict({**good, "changes": [{"step": 1}]})
-    with pytest.raises(RuntimeConfigError, match="must be an object, got 3"):
+    with pytest.raises(StateError, match="must be an object, got 3"):
         mgr.load_state_dict({**good, "changes": [3], "config": {**good["config"], "min_lr": 2e-6}})
     assert mgr.current == example_settings()
 

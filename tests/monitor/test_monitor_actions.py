@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vsrkit.errors import VsrkitError
+from vsrkit.errors import StateError, VsrkitError
 from vsrkit.monitor import COMMANDS, ActionQueue, UnknownCommandError
 
 
@@ -105,6 +105,6 @@ def test_state_dict_round_trips_through_json(commands: list[str]) -> None:
 def test_bad_state_is_refused_naming_the_key(state: dict, key: str) -> None:
     q = ActionQueue()
     q.put("save", source="web")
-    with pytest.raises(ValueError, match=key):
+    with pytest.raises(StateError, match=f"ActionQueue state: .*{key}"):
         q.load_state_dict(state)
     assert [a.command for a in q.pending()] == ["save"]  # unchanged

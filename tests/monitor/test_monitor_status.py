@@ -85,8 +85,8 @@ def test_distribution_ignores_non_numbers() -> None:
     dist = distribution(
         {"l1_loss_value": True, "ms_loss_value": float("nan"), "gradient_loss_value": 3.0}, 0
     )
-    assert dist["values"] == {"l1": None, "ms": None, "gradient": 3.0, "perceptual": None}
-    assert dist["percent"]["gradient"] == 100.0
+    assert dist["values"] == {"l1": None, "ms": None, "grad": 3.0, "perceptual": None}
+    assert dist["percent"]["grad"] == 100.0
 
 
 activity_maps = st.dictionaries(

@@ -10,7 +10,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vsrkit.errors import VsrkitError
+from vsrkit.errors import StateError, VsrkitError
 from vsrkit.stats import LossAccumulator
 
 TERMS = ("l1", "ms")
@@ -89,8 +89,13 @@ def test_errors_name_what_is_wrong() -> None:
     acc = LossAccumulator(TERMS)
     with pytest.raises(VsrkitError, match="no loss for term.*ms"):
         acc.add({"l1": torch.tensor(1.0)}, torch.tensor(1.0))
-    with pytest.raises(VsrkitError, match="expected \\['l1', 'ms'\\]"):
+    with pytest.raises(StateError, match="it is for the terms \\['x'\\], this accumulator sums"):
         acc.load_state_dict(LossAccumulator(("x",)).state_dict())
+    good = acc.state_dict()
+    with pytest.raises(StateError, match="LossAccumulator state: version 9 is not supported"):
+        acc.load_state_dict({**good, "version": 9})
+    with pytest.raises(StateError, match="sums must be null or 8 numbers"):
+        acc.load_state_dict({**good, "sums": [1.0, "x"]})
 
 
 def test_a_mean_over_ranks_is_applied_before_reading() -> None:

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from vsrkit.errors import StateError
 from vsrkit.stats import Measurement, MetricsSnapshot
 
 NAMES = st.sampled_from(["l1_loss_value", "ms_loss_value", "epoch_num", "lr_phase_name"])
@@ -134,7 +135,7 @@ def test_state_dict_json_round_trip() -> None:
 def test_load_state_dict_rejects_bad_state_and_keeps_current(state: dict, match: str) -> None:
     snap = MetricsSnapshot()
     snap.update(1, keep=1.0)
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(StateError, match=f"MetricsSnapshot state: .*{match}"):
         snap.load_state_dict(state)
     assert snap.values() == {"keep": 1.0}
 

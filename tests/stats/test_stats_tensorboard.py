@@ -143,11 +143,26 @@ def test_disabled_logger_writes_nothing_and_imports_no_torch(tmp_path: Path) -> 
     code = (
         "import sys\n"
         "from vsrkit.stats import TensorBoardLogger\n"
-        f"tb = TensorBoardLogger({str(tmp_path / 'tb')!r}, enabled=False)\n"
+        f"tb = TensorBoardLogger({str(tmp_path / 'tb')!r}, is_main=False)\n"
         "tb.log_losses({'l1': 1.0}, 1); tb.log_validation({'KI': 1.0}, 1)\n"
         "tb.log_plateau_state(object(), 1); tb.log_hyperparameters({}, {}); tb.close()\n"
         "print('torch' in sys.modules, 'tensorboard' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+    assert not (tmp_path / "tb").exists()
+
+
+def test_no_folder_or_another_rank_writes_nothing_and_enabled_is_deprecated(
+    tmp_path: Path,
+) -> None:
+    off = TensorBoardLogger(None)
+    off.log_losses({"l1": 1.0}, 1)
+    off.close()
+    assert off.enabled is False and off.log_dir is None
+    with pytest.warns(DeprecationWarning, match="is_main"):
+        old = TensorBoardLogger(tmp_path / "tb", enabled=False)
+    assert old.is_main is False and old.enabled is False
+    old.log_losses({"l1": 1.0}, 1)
+    old.close()
     assert not (tmp_path / "tb").exists()

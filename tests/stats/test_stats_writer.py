@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from vsrkit.errors import StateError
 from vsrkit.stats import (
     DEFAULT_TRAINING_FIELDS,
     LOSS_FIELDS,
@@ -157,7 +158,7 @@ def test_close_flushes_pending_marks_stale_and_refuses_new_requests(tmp_path: Pa
 
 def test_disabled_writer_writes_nothing_but_records(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    w, snap = make(run, enabled=False)
+    w, snap = make(run, is_main=False)
     w.request(10, VALIDATION)
     assert w.observe(11, LOSSES) == [] and w.pending == () and w.close() == []
     assert not run.exists()
@@ -275,7 +276,7 @@ def test_state_dict_round_trip_resumes_pending_requests(tmp_path: Path) -> None:
 def test_load_state_dict_rejects_bad_state(tmp_path: Path, state: dict) -> None:
     w, _ = make(tmp_path)
     w.request(5, VALIDATION)
-    with pytest.raises(ValueError, match="DeferredStatsWriter state"):
+    with pytest.raises(StateError, match="DeferredStatsWriter state: "):
         w.load_state_dict(state)
     assert w.pending == (5,)
 
@@ -352,3 +353,12 @@ def test_closing_after_the_run_went_past_the_validation_keeps_the_after_rule(
     writer.close()
     doc = json.loads((tmp_path / "Statistik_10.json").read_text())
     assert doc["complete"] is False and doc["l1_loss_value"] is None
+
+
+def test_enabled_is_the_deprecated_name_of_is_main(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    with pytest.warns(DeprecationWarning, match="is_main"):
+        w, _ = make(run, enabled=False)
+    assert w.is_main is False
+    w.request(10, VALIDATION)
+    assert w.observe(11, LOSSES) == [] and not run.exists()

@@ -1,21 +1,17 @@
-"""Shared validation helpers and the error class of :mod:`vsrkit.adaptive`."""
+"""Shared validation helpers of :mod:`vsrkit.adaptive`."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from typing import Any
 
-from vsrkit.errors import VsrkitError
+from vsrkit._state import check_state, state_values
+from vsrkit.adaptive.errors import AdaptiveError
 
-__all__ = ["AdaptiveError", "HUGE", "check_number", "check_int", "check_state"]
+__all__ = ["AdaptiveError", "HUGE", "check_int", "check_number", "check_state", "state_values"]
 
 #: inputs larger than this in magnitude count as non-finite (their squares would overflow)
 HUGE = 1e150
-
-
-class AdaptiveError(VsrkitError, ValueError):
-    """Bad setting or bad state given to an adaptive component; the message names the field."""
 
 
 def check_number(
@@ -57,29 +53,10 @@ def check_int(owner: str, name: str, value: Any, *, low: int = 0) -> int:
     return int(value)
 
 
-def check_state(owner: str, state: Any, version: int, keys: tuple[str, ...]) -> Mapping[str, Any]:
-    """Check a state dict's type, version and keys before anything is loaded from it."""
-    if not isinstance(state, Mapping):
-        raise AdaptiveError(
-            f"{owner}.load_state_dict: expected a mapping, got {type(state).__name__}"
-        )
-    if state.get("version") != version:
-        raise AdaptiveError(
-            f"{owner}.load_state_dict: unsupported state version {state.get('version')!r} "
-            f"(expected {version})"
-        )
-    missing = [k for k in keys if k not in state]
-    if missing:
-        raise AdaptiveError(f"{owner}.load_state_dict: missing key(s) {', '.join(missing)}")
-    return state
-
-
 def opt_float(owner: str, key: str, value: Any) -> float | None:
     """A state value that is a float or None (JSON null)."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise AdaptiveError(
-            f"{owner}.load_state_dict: {key} must be a number or null, got {value!r}"
-        )
+        raise AdaptiveError(f"{owner}: {key} must be a number or null, got {value!r}")
     return float(value)

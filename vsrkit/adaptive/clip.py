@@ -8,12 +8,18 @@ import numbers
 from collections import deque
 from typing import Any
 
-from vsrkit.adaptive._common import AdaptiveError, check_int, check_number, check_state
+from vsrkit.adaptive._common import (
+    AdaptiveError,
+    check_int,
+    check_number,
+    check_state,
+    state_values,
+)
 
 __all__ = ["GradClipAdapter", "DynamicThreshold"]
 
 log = logging.getLogger(__name__)
-_VERSION = 1
+STATE_VERSION = 1
 
 
 class GradClipAdapter:
@@ -59,12 +65,22 @@ class GradClipAdapter:
         self._skipped = 0
         self._value = self._initial
 
-    def configure(self, *, grad_clip: float | None) -> None:
-        """A user override of the clip value (``None`` returns to the adaptive value).
+    def configure(self, **settings: Any) -> None:
+        """Change settings at run time: ``grad_clip``, a user override of the clip value
+        (``None`` returns to the adaptive value).
 
         Raises:
-            AdaptiveError: ``grad_clip`` outside ``[min_clip, max_clip]`` or not a number.
+            AdaptiveError: an unknown name, or ``grad_clip`` outside ``[min_clip, max_clip]``
+                or not a number (nothing is changed then).
         """
+        unknown = sorted(set(settings) - {"grad_clip"})
+        if unknown:
+            raise AdaptiveError(
+                f"GradClipAdapter: unknown setting {unknown[0]!r} (known: grad_clip)"
+            )
+        if "grad_clip" not in settings:
+            return
+        grad_clip = settings["grad_clip"]
         if grad_clip is not None:
             grad_clip = check_number(
                 "GradClipAdapter", "grad_clip", grad_clip, low=self._min, high=self._max
@@ -115,7 +131,7 @@ class GradClipAdapter:
     def state_dict(self) -> dict[str, Any]:
         """JSON-safe history (no settings, no user override) with a ``"version"`` key."""
         return {
-            "version": _VERSION,
+            "version": STATE_VERSION,
             "history": list(self._history),
             "last_step": self._last_step,
             "skipped": self._skipped,
@@ -123,14 +139,16 @@ class GradClipAdapter:
 
     def load_state_dict(self, state: Any) -> None:
         """Restore the history (cut to this object's ``window``); settings stay."""
-        owner = "GradClipAdapter.load_state_dict"
-        st = check_state("GradClipAdapter", state, _VERSION, ("history", "last_step", "skipped"))
-        if not isinstance(st["history"], list):
-            raise AdaptiveError(f"{owner}: history must be a list of numbers")
-        history = [check_number(owner, "history[]", v, low=0) for v in st["history"]]
-        last = st["last_step"]
-        last = None if last is None else check_int(owner, "last_step", last, low=-(2**62))
-        skipped = check_int(owner, "skipped", st["skipped"])
+        owner = "GradClipAdapter state"
+        keys = ("history", "last_step", "skipped")
+        st = check_state("GradClipAdapter", state, STATE_VERSION, keys)
+        with state_values("GradClipAdapter"):
+            if not isinstance(st["history"], list):
+                raise AdaptiveError(f"{owner}: history must be a list of numbers")
+            history = [check_number(owner, "history[]", v, low=0) for v in st["history"]]
+            last = st["last_step"]
+            last = None if last is None else check_int(owner, "last_step", last, low=-(2**62))
+            skipped = check_int(owner, "skipped", st["skipped"])
         self._history = deque(history, maxlen=self._window)
         self._last_step, self._skipped = last, skipped
         self._recompute()
@@ -206,10 +224,11 @@ class DynamicThreshold:
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-safe state with a ``"version"`` key."""
-        return {"version": _VERSION, "ema": self._ema}
+        return {"version": STATE_VERSION, "ema": self._ema}
 
     def load_state_dict(self, state: Any) -> None:
         """Restore the EMA; alpha, margin and mode stay as built."""
-        st = check_state("DynamicThreshold", state, _VERSION, ("ema",))
+        st = check_state("DynamicThreshold", state, STATE_VERSION, ("ema",))
         ema = st["ema"]
-        self._ema = None if ema is None else check_number("DynamicThreshold", "ema", ema)
+        with state_values("DynamicThreshold"):
+            self._ema = None if ema is None else check_number("DynamicThreshold state", "ema", ema)

@@ -15,12 +15,12 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
-from vsrkit.adaptive._common import AdaptiveError, check_int, check_state
+from vsrkit.adaptive._common import AdaptiveError, check_int, check_state, state_values
 
 __all__ = ["GradientMonitor", "GradientReport", "log_gradient_norms"]
 
 log = logging.getLogger(__name__)
-_VERSION = 1
+STATE_VERSION = 1
 
 
 class GradientReport(NamedTuple):
@@ -220,21 +220,22 @@ class GradientMonitor:
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-safe state (streaks and check count; the open interval is not kept)."""
-        return {"version": _VERSION, "zero_streak": dict(self._streak), "checks": self._checks}
+        return {"version": STATE_VERSION, "zero_streak": dict(self._streak), "checks": self._checks}
 
     def load_state_dict(self, state: Any) -> None:
         """Restore the streaks; settings (modules, ``frozen``, ``zero_checks``) stay."""
-        owner = "GradientMonitor.load_state_dict"
-        st = check_state("GradientMonitor", state, _VERSION, ("zero_streak", "checks"))
+        owner = "GradientMonitor state"
+        st = check_state("GradientMonitor", state, STATE_VERSION, ("zero_streak", "checks"))
         streak = st["zero_streak"]
-        if not isinstance(streak, Mapping) or set(streak) != set(self._names):
-            got = sorted(streak) if isinstance(streak, Mapping) else streak
-            raise AdaptiveError(
-                f"{owner}: zero_streak must map exactly the modules {list(self._names)}, "
-                f"got {got!r}"
-            )
-        new = {n: check_int(owner, f"zero_streak[{n!r}]", streak[n]) for n in self._names}
-        checks = check_int(owner, "checks", st["checks"])
+        with state_values("GradientMonitor"):
+            if not isinstance(streak, Mapping) or set(streak) != set(self._names):
+                got = sorted(streak) if isinstance(streak, Mapping) else streak
+                raise AdaptiveError(
+                    f"{owner}: zero_streak must map exactly the modules {list(self._names)}, "
+                    f"got {got!r}"
+                )
+            new = {n: check_int(owner, f"zero_streak[{n!r}]", streak[n]) for n in self._names}
+            checks = check_int(owner, "checks", st["checks"])
         self._streak, self._checks = new, checks
 
 
@@ -243,8 +244,8 @@ def log_gradient_norms(
 ) -> None:
     """Write ``<prefix>/<module>`` scalars of a report to a ``TensorBoardLogger``.
 
-    Modules without a finite norm are left out (never a 0 in their place). A disabled logger
-    (``enabled=False``, other ranks) writes nothing.
+    Modules without a finite norm are left out (never a 0 in their place). A logger of
+    another rank (``is_main=False``) writes nothing.
     """
     norms = {name: value for name, value in report.norms.items() if value is not None}
     tensorboard.log_scalars(norms, report.step, prefix=prefix)

@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from vsrkit.adaptive._common import HUGE, AdaptiveError, check_int, check_number, check_state
+from vsrkit._terms import field_name
+from vsrkit.adaptive._common import (
+    HUGE,
+    AdaptiveError,
+    check_int,
+    check_number,
+    check_state,
+    state_values,
+)
 from vsrkit.adaptive.plateau import PlateauEvent
 
 __all__ = ["AdaptiveLossWeights", "MODES", "PHASES"]
 
 log = logging.getLogger(__name__)
-_VERSION = 1
+STATE_VERSION = 1
 MODES = ("fixed", "balance", "cv", "dwa", "plateau")
 PHASES = ("Stable", "Aggressive", "Cooldown")
 
@@ -131,8 +140,7 @@ class AdaptiveLossWeights:
             aggressive_terms = ("perceptual",) if "perceptual" in self._terms else ()
         self._aggressive = tuple(aggressive_terms)
         self._check_names("aggressive_terms", self._aggressive)
-        self._stat = {t: t for t in self._terms}
-        self._stat.update({"grad": "gradient"} if "grad" in self._terms else {})
+        self._stat = {t: field_name(t) for t in self._terms}
         if stat_names is not None:
             self._check_names("stat_names", stat_names)
             self._stat.update(stat_names)
@@ -231,21 +239,64 @@ class AdaptiveLossWeights:
                 f"{self._last_step}"
             )
 
-    def set_weights(self, mapping: Mapping[str, float], *, step: int) -> dict[str, float]:
-        """A user's change (e.g. from the runtime config): some or all terms, checked against
-        the bounds and the sum rule; starts a ``Cooldown`` in the adaptive modes.
+    def configure(self, *, step: int | None = None, **settings: Any) -> None:
+        """Change settings at run time; all or nothing.
+
+        ``weights``: a user's change of the weights (e.g. from the runtime config), some or
+        all terms, checked against the bounds and the sum rule; it needs the ``step`` and
+        starts a ``Cooldown`` in the adaptive modes. ``cooldown``: the steps a ``Cooldown``
+        holds the weights. ``max_change``: the most one update moves a weight.
 
         Raises:
-            AdaptiveError: unknown term, value outside its bounds, or sum not within 1 +- tol.
+            AdaptiveError: an unknown name, an unknown term, a value outside its bounds, a
+                sum not within 1 +- tol, or ``weights`` without a ``step``.
+
+        Example:
+            >>> w = AdaptiveLossWeights(("l1", "grad"), initial={"l1": 0.5, "grad": 0.5})
+            >>> w.configure(weights={"l1": 0.7, "grad": 0.3}, step=10)
+            >>> w.weights, w.phase
+            ({'l1': 0.7, 'grad': 0.3}, 'Stable')
         """
-        self._step_check(step, "set_weights")
-        new = self._validated(mapping, partial=True, what="set_weights")
+        owner = "AdaptiveLossWeights"
+        known = ("weights", "cooldown", "max_change")
+        unknown = sorted(set(settings) - set(known))
+        if unknown:
+            raise AdaptiveError(
+                f"{owner}: unknown setting {unknown[0]!r} (known: {', '.join(known)})"
+            )
+        cooldown = self._cooldown
+        if "cooldown" in settings:
+            cooldown = check_int(owner, "cooldown", settings["cooldown"])
+        max_change = self._max_change
+        if "max_change" in settings:
+            max_change = check_number(
+                owner, "max_change", settings["max_change"], low=0, low_open=True
+            )
+        new = None
+        if "weights" in settings:
+            if step is None:
+                raise AdaptiveError(f"{owner}: configure(weights=...) needs the step")
+            self._step_check(step, "configure")
+            new = self._validated(settings["weights"], partial=True, what="weights")
+        self._cooldown, self._max_change = cooldown, max_change
+        if new is None or step is None:
+            return
         self._weights = new
         self._last_step = step
         if self._mode != "fixed" and self._cooldown:
             self._phase, self._cooldown_until = "Cooldown", step + self._cooldown
         log.info("step %d: loss weights set to %s", step, new)
-        return dict(new)
+
+    def set_weights(self, mapping: Mapping[str, float], *, step: int) -> dict[str, float]:
+        """Deprecated: use ``configure(weights=mapping, step=step)``; returns the weights."""
+        warnings.warn(
+            "AdaptiveLossWeights.set_weights(mapping, step=) is deprecated; use "
+            "configure(weights=mapping, step=step)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        self.configure(weights=mapping, step=step)
+        return dict(self._weights)
 
     def update(
         self, step: int, losses: Mapping[str, float], plateau: PlateauEvent | None = None
@@ -376,7 +427,7 @@ class AdaptiveLossWeights:
     def state_dict(self) -> dict[str, Any]:
         """JSON-safe state (weights and statistics, no settings) with a ``"version"`` key."""
         return {
-            "version": _VERSION,
+            "version": STATE_VERSION,
             "terms": list(self._terms),
             "weights": dict(self._weights),
             "n": self._n,
@@ -397,12 +448,16 @@ class AdaptiveLossWeights:
         """Restore weights and statistics; the settings (mode, bounds, ...) stay as built.
 
         Raises:
-            AdaptiveError: wrong version, other terms, or weights that break this object's
+            StateError: wrong version, other terms, or weights that break this object's
                 bounds or sum rule (nothing is loaded then).
         """
-        owner = "AdaptiveLossWeights.load_state_dict"
         keys = tuple(k for k in self.state_dict() if k != "version")
-        st = check_state("AdaptiveLossWeights", state, _VERSION, keys)
+        st = check_state("AdaptiveLossWeights", state, STATE_VERSION, keys)
+        with state_values("AdaptiveLossWeights"):
+            self._load(st)
+
+    def _load(self, st: Mapping[str, Any]) -> None:
+        owner = "AdaptiveLossWeights state"
         if list(st["terms"]) != list(self._terms):
             raise AdaptiveError(
                 f"{owner}: state has terms {st['terms']}, this object {list(self._terms)}"

@@ -6,13 +6,19 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from vsrkit.adaptive._common import AdaptiveError, check_int, check_number, check_state
+from vsrkit.adaptive._common import (
+    AdaptiveError,
+    check_int,
+    check_number,
+    check_state,
+    state_values,
+)
 from vsrkit.adaptive.plateau import PlateauEvent
 
 __all__ = ["LRBoostPolicy", "apply_lr", "current_lrs"]
 
 log = logging.getLogger(__name__)
-_VERSION = 1
+STATE_VERSION = 1
 
 
 class LRBoostPolicy:
@@ -168,18 +174,20 @@ class LRBoostPolicy:
     def state_dict(self) -> dict[str, Any]:
         """JSON-safe state (no settings) with a ``"version"`` key."""
         return {
-            "version": _VERSION,
+            "version": STATE_VERSION,
             "changes": self._changes,
             "last_change_step": self._last_change,
         }
 
     def load_state_dict(self, state: Any) -> None:
         """Restore the counters; settings stay as configured."""
-        st = check_state("LRBoostPolicy", state, _VERSION, ("changes", "last_change_step"))
-        changes = check_int("LRBoostPolicy.load_state_dict", "changes", st["changes"])
-        last = st["last_change_step"]
-        if last is not None:
-            last = check_int("LRBoostPolicy.load_state_dict", "last_change_step", last)
+        owner = "LRBoostPolicy state"
+        st = check_state("LRBoostPolicy", state, STATE_VERSION, ("changes", "last_change_step"))
+        with state_values("LRBoostPolicy"):
+            changes = check_int(owner, "changes", st["changes"])
+            last = st["last_change_step"]
+            if last is not None:
+                last = check_int(owner, "last_change_step", last)
         self._changes, self._last_change = changes, last
 
 

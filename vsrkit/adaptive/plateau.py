@@ -21,7 +21,9 @@ from vsrkit.adaptive._common import (
     AdaptiveError,
     check_int,
     check_number,
+    check_state,
     opt_float,
+    state_values,
 )
 from vsrkit.adaptive._plateau_stats import BatchWindow, t_quantile
 from vsrkit.adaptive.events import PlateauEvent, PlateauReason
@@ -339,10 +341,11 @@ class PlateauTracker:
         after loading needs ``patience`` steps of new values (a warning says so).
 
         Raises:
-            AdaptiveError: not a mapping, an unknown version, a missing key or a bad value
+            StateError: not a mapping, an unknown version, a missing key or a bad value
                 (nothing is changed then).
         """
-        vals = _parse_state(state, self._mode)
+        with state_values("PlateauTracker"):
+            vals = _parse_state(state, self._mode)
         for key, value in vals.items():
             setattr(self, "_" + key, value)
         self._refresh_z()
@@ -648,21 +651,14 @@ _LOW = -(2**62)
 
 def _parse_state(state: Any, mode: str) -> dict[str, Any]:
     """Validate a state dict (version 2, or 1 migrated) into attribute values."""
-    owner = "PlateauTracker.load_state_dict"
-    if not isinstance(state, Mapping):
-        raise AdaptiveError(f"{owner}: expected a mapping, got {type(state).__name__}")
-    version = state.get("version")
-    if version == 1:
+    owner = "PlateauTracker state"
+    if check_state("PlateauTracker", state, STATE_VERSION, older=(1,))["version"] == 1:
         return _parse_v1(state, mode)
-    if version != STATE_VERSION:
-        raise AdaptiveError(
-            f"{owner}: unsupported state version {version!r} (expected {STATE_VERSION}, or 1)"
-        )
     keys = (
         "mode", *_V2_INTS, *_V2_STEPS, *_V2_FLOATS, *_V2_OPT_FLOATS,
         "cooldown_until", "verdict", "fit", "window",
     )  # fmt: skip
-    _require(state, keys)
+    check_state("PlateauTracker", state, STATE_VERSION, keys)
     if state["mode"] != mode:
         raise AdaptiveError(
             f"{owner}: the state is of a mode={state['mode']!r} tracker, this one is mode={mode!r}"
@@ -691,12 +687,12 @@ def _parse_state(state: Any, mode: str) -> dict[str, Any]:
 
 def _parse_v1(state: Mapping[str, Any], mode: str) -> dict[str, Any]:
     """Migrate the EMA tracker's state: counters, cooldown, EMA and best; no test window."""
-    owner = "PlateauTracker.load_state_dict"
+    owner = "PlateauTracker state"
     if mode != "min":
         raise AdaptiveError(
             f"{owner}: a version-1 state comes from a mode='min' tracker, this one is mode='max'"
         )
-    _require(state, _V1_KEYS)
+    check_state("PlateauTracker", state, 1, _V1_KEYS)
     steps = {}
     for k in ("first_step", "last_step", "best_step", "safety_anchor"):
         steps[k] = None if state[k] is None else check_int(owner, k, state[k], low=_LOW)
@@ -743,9 +739,3 @@ def _as_step(step: Any) -> int:
             f"PlateauTracker.update: step must be an integer, got {step!r}"
         ) from None
     return int(value)
-
-
-def _require(state: Mapping[str, Any], keys: tuple[str, ...]) -> None:
-    missing = [k for k in keys if k not in state]
-    if missing:
-        raise AdaptiveError(f"PlateauTracker.load_state_dict: missing key(s) {', '.join(missing)}")

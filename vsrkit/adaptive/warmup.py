@@ -13,17 +13,24 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from vsrkit.adaptive._common import AdaptiveError, check_number, check_state, opt_float
+from vsrkit.adaptive._common import (
+    AdaptiveError,
+    check_number,
+    check_state,
+    opt_float,
+    state_values,
+)
 from vsrkit.adaptive.loss_weights import AdaptiveLossWeights
 from vsrkit.adaptive.plateau import PlateauEvent
 
 __all__ = ["LossWarmup", "WarmupSchedule"]
 
 log = logging.getLogger(__name__)
-_VERSION = 1
+STATE_VERSION = 1
 SHAPES = ("linear", "cosine")
 
 
@@ -281,9 +288,21 @@ class LossWarmup:
         self._last_progress = float(step if progress is None else progress)
         return self.weights_at(self._last_progress)
 
+    def configure(self, *, step: int | None = None, **settings: Any) -> None:
+        """Change the adaptive weights' settings at run time (``weights`` sets the *target*
+        weights); see :meth:`AdaptiveLossWeights.configure`."""
+        self._base.configure(step=step, **settings)
+
     def set_weights(self, mapping: Mapping[str, float], *, step: int) -> dict[str, float]:
-        """A user's change of the *target* weights (passed to the adaptive weights)."""
-        return self._base.set_weights(mapping, step=step)
+        """Deprecated: use ``configure(weights=mapping, step=step)``; returns the targets."""
+        warnings.warn(
+            "LossWarmup.set_weights(mapping, step=) is deprecated; use "
+            "configure(weights=mapping, step=step)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        self._base.configure(weights=mapping, step=step)
+        return self._base.weights
 
     def status(self) -> dict[str, Any]:
         """The adaptive weights' statistics fields with the effective weights in the
@@ -302,14 +321,15 @@ class LossWarmup:
     def state_dict(self) -> dict[str, Any]:
         """JSON-safe state: the adaptive weights' state and the last progress."""
         return {
-            "version": _VERSION,
+            "version": STATE_VERSION,
             "weights": self._base.state_dict(),
             "last_progress": self._last_progress,
         }
 
     def load_state_dict(self, state: Any) -> None:
         """Restore the adaptive weights and the last progress; schedules and bounds stay."""
-        st = check_state("LossWarmup", state, _VERSION, ("weights", "last_progress"))
-        last = opt_float("LossWarmup", "last_progress", st["last_progress"])
+        st = check_state("LossWarmup", state, STATE_VERSION, ("weights", "last_progress"))
+        with state_values("LossWarmup"):
+            last = opt_float("LossWarmup state", "last_progress", st["last_progress"])
         self._base.load_state_dict(st["weights"])
         self._last_progress = last

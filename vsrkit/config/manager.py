@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from vsrkit._atomic import atomic_write_bytes, atomic_write_json
+from vsrkit._state import check_state
 from vsrkit._text import printable
 from vsrkit.config.changes import (
     CONFIG_FILE,
@@ -43,6 +44,7 @@ from vsrkit.config.schema import (
     validate_config,
 )
 from vsrkit.config.watch import WatchedFile
+from vsrkit.errors import StateError
 
 __all__ = ["RuntimeConfigManager"]
 
@@ -301,24 +303,25 @@ class RuntimeConfigManager:
         """Restore live settings and history; startup-only keys keep this run's values.
 
         Raises:
-            RuntimeConfigError: For a wrong version or a config that fails validation.
+            StateError: For a wrong version, a missing key or a config that fails validation.
         """
-        if state.get("version") != STATE_VERSION:
-            raise RuntimeConfigError(
-                f"runtime config state: version must be {STATE_VERSION}, "
-                f"got {state.get('version')!r}"
-            )
-        for key in ("config", "changes"):
-            if key not in state:
-                raise RuntimeConfigError(f"runtime config state lacks key {key!r}")
+        check_state("RuntimeConfigManager", state, STATE_VERSION, ("config", "changes"))
         with self._lock:
+            if not isinstance(state["config"], Mapping) or not isinstance(state["changes"], list):
+                raise StateError(
+                    "RuntimeConfigManager state: config must be a mapping and changes a list"
+                )
             doc = self._with_startup(state["config"])
             errors = validate_config(doc, schema=self._schema)
             if errors:
-                raise RuntimeConfigError(
-                    "runtime config state: " + "; ".join(f"{k}: {m}" for k, m in errors.items())
+                raise StateError(
+                    "RuntimeConfigManager state: "
+                    + "; ".join(f"{k}: {m}" for k, m in errors.items())
                 )
-            history = [ConfigChange.from_dict(c) for c in state["changes"]]
+            try:
+                history = [ConfigChange.from_dict(c) for c in state["changes"]]
+            except RuntimeConfigError as exc:
+                raise StateError(f"RuntimeConfigManager state: {exc}") from exc
             self._current = normalize_config(doc, self._schema)
             self._latest = dict(self._current)
             self._queue.clear()

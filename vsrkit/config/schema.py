@@ -20,7 +20,7 @@ from importlib import resources
 from typing import Any
 
 from vsrkit._text import printable
-from vsrkit.errors import VsrkitError
+from vsrkit.config.errors import RuntimeConfigError
 
 __all__ = [
     "CATEGORIES",
@@ -43,10 +43,6 @@ DOCUMENT = "(document)"
 LOSS_WEIGHTS = ("l1_weight", "ms_weight", "grad_weight", "perceptual_weight")
 WEIGHT_SUM_RANGE = (0.95, 1.05)
 SCHEMA_FILE = "runtime_config.schema.json"
-
-
-class RuntimeConfigError(VsrkitError):
-    """A runtime-config file, snapshot or argument is unusable; the message says why."""
 
 
 @functools.lru_cache(maxsize=1)

@@ -260,11 +260,11 @@ class VsrkitHooks:
                 snapshot=self.snapshot,
                 training_fields=[f for f in dict.fromkeys(fields) if f in FIELDS],
                 max_delay_steps=self._stats_delay,
-                enabled=main,
+                is_main=main,
                 runtime_config_version=lambda: self._config_version,
             )
         self.tb = TensorBoardLogger(
-            self.run_dir / "tensorboard", enabled=main and self._tensorboard
+            self.run_dir / "tensorboard" if self._tensorboard else None, is_main=main
         )
         self._bound = True
         if self._pending_state is not None:
@@ -425,7 +425,9 @@ class VsrkitHooks:
         elif key.endswith("_weight") and self.loss_weights is not None:
             terms = [t for t in self.terms if f"{t}_weight" in live]
             if key[: -len("_weight")] in terms:
-                self.loss_weights.set_weights({t: live[f"{t}_weight"] for t in terms}, step=step)
+                self.loss_weights.configure(
+                    weights={t: live[f"{t}_weight"] for t in terms}, step=step
+                )
 
     # -------------------------------------------------------------- validation
     def validation_end(self, step: int, metrics: Mapping[str, float]) -> None:

@@ -17,7 +17,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from vsrkit.errors import VsrkitError
+from vsrkit._state import check_state
+from vsrkit.errors import StateError
+from vsrkit.monitor.errors import UnknownCommandError
 
 __all__ = ["COMMANDS", "Action", "ActionQueue", "UnknownCommandError", "pause_state"]
 
@@ -26,11 +28,7 @@ logger = logging.getLogger(__name__)
 #: Every command the loop understands. ``stop`` means "save, then end the run" (terminal ``q``).
 COMMANDS: tuple[str, ...] = ("validate", "pause", "resume", "save", "stop")
 
-_STATE_VERSION = 1
-
-
-class UnknownCommandError(VsrkitError, ValueError):
-    """A command that is not one of :data:`COMMANDS`."""
+STATE_VERSION = 1
 
 
 def pause_state(commands: Iterable[str], paused: bool) -> bool:
@@ -137,7 +135,7 @@ class ActionQueue:
         """JSON-safe state: the actions not drained yet, and the running total."""
         with self._lock:
             return {
-                "version": _STATE_VERSION,
+                "version": STATE_VERSION,
                 "pending": [a.to_dict() for a in self._items],
                 "total": self._total,
             }
@@ -146,24 +144,20 @@ class ActionQueue:
         """Restore :meth:`state_dict` output (``maxlen`` stays as constructed).
 
         Raises:
-            ValueError: Naming the key that is missing or malformed (the queue is unchanged).
+            StateError: Naming the key that is missing or malformed (the queue is unchanged).
         """
-        if state.get("version") != _STATE_VERSION:
-            raise ValueError(
-                f"ActionQueue state: 'version' must be {_STATE_VERSION}, "
-                f"got {state.get('version')!r}"
-            )
+        check_state("ActionQueue", state, STATE_VERSION, ("pending", "total"))
         pending, total = state.get("pending"), state.get("total")
         if not isinstance(pending, list):
-            raise ValueError("ActionQueue state: 'pending' must be a list of actions")
+            raise StateError("ActionQueue state: 'pending' must be a list of actions")
         if isinstance(total, bool) or not isinstance(total, int) or total < 0:
-            raise ValueError(f"ActionQueue state: 'total' must be an int >= 0, got {total!r}")
+            raise StateError(f"ActionQueue state: 'total' must be an int >= 0, got {total!r}")
         items = []
         for i, entry in enumerate(pending):
             ok = isinstance(entry, Mapping) and entry.get("command") in COMMANDS
             stamp = entry.get("time") if isinstance(entry, Mapping) else None
             if not ok or not isinstance(stamp, (int, float)) or isinstance(stamp, bool):
-                raise ValueError(
+                raise StateError(
                     f"ActionQueue state: 'pending'[{i}] must be {{'command': one of "
                     f"{', '.join(COMMANDS)}, 'source': str, 'time': number}}, got {entry!r}"
                 )

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from vsrkit._text import printable
-from vsrkit.errors import VsrkitError
+from vsrkit.monitor.errors import RunFolderError
 from vsrkit.monitor.status import finite_json
 
 __all__ = ["HEARTBEAT_FILE", "VIEW_TOKEN_FILE", "RunFolderError", "RunFolderSource", "read_inside"]
@@ -43,10 +43,6 @@ VIEW_TOKEN_FILE = "monitor_view_token"
 _CHANGES_TAIL = 256 * 1024
 #: Folders of a run whose files also count as a sign of life.
 _HEARTBEAT_DIRS = ("tensorboard", "checkpoints")
-
-
-class RunFolderError(VsrkitError):
-    """The run folder does not exist or is not a folder."""
 
 
 class _Refused(Exception):

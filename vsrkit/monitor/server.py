@@ -36,10 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from vsrkit._system import process_rss_gib
-from vsrkit.errors import VsrkitError
 from vsrkit.monitor._http import MonitorHandler, busy_reply, encode_json
 from vsrkit.monitor._page import Page
 from vsrkit.monitor.actions import ActionQueue
+from vsrkit.monitor.errors import MonitorPortError, MonitorServerError
 from vsrkit.monitor.sources import config_view, read_snapshot, submit_config
 from vsrkit.monitor.status import status_document
 
@@ -65,17 +65,6 @@ _HOST_HEADER = re.compile(
 _TOKEN_CHARS = re.compile(r"[A-Za-z0-9_-]{16,256}")
 #: Seconds between two touches of the token file (the run's heartbeat for ``vsrkit monitor``).
 HEARTBEAT_S = 30.0
-
-
-class MonitorServerError(VsrkitError):
-    """The monitor could not start (port in use, remote address without ``allow_remote``)."""
-
-
-class MonitorPortError(MonitorServerError, OSError):
-    """The address could not be bound (port in use, address not available).
-
-    Also an :class:`OSError`, so ``except OSError`` around :meth:`MonitorServer.start` works.
-    """
 
 
 def _is_loopback(host: str) -> bool:

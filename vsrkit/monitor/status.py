@@ -15,6 +15,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from vsrkit._terms import TERM_FIELD_NAMES, loss_field, weight_field
+
 __all__ = [
     "ACTIVITY_BANDS",
     "ACTIVITY_FULL",
@@ -47,10 +49,7 @@ SEED_KEYS: dict[str, str] = {
 #: loss term -> (loss field, weight field); the page colours them L1 #ef4444, MS #f97316,
 #: Grad #a855f7, Perceptual #06b6d4.
 LOSS_TERMS: dict[str, tuple[str, str]] = {
-    "l1": ("l1_loss_value", "l1_weight_current"),
-    "ms": ("ms_loss_value", "ms_weight_current"),
-    "gradient": ("gradient_loss_value", "gradient_weight_current"),
-    "perceptual": ("perceptual_loss_value", "perceptual_weight_current"),
+    term: (loss_field(term), weight_field(term)) for term in TERM_FIELD_NAMES
 }
 
 _STREAMS = ("backward", "forward", "fusion")

@@ -41,7 +41,7 @@ _COLORS = {
     "": "",
 }
 _BAND = {"low": "green", "moderate": "cyan", "elevated": "yellow", "high": "red"}
-_SHORT = {"l1": "L1", "ms": "MS", "gradient": "Grad", "perceptual": "Perc"}
+_SHORT = {"l1": "L1", "ms": "MS", "grad": "Grad", "perceptual": "Perc"}
 Segment = tuple[str, str]  # (text, colour name)
 
 

@@ -7,11 +7,9 @@ import numbers
 from collections.abc import Mapping
 from typing import Any
 
+from vsrkit.stats.errors import NonFiniteError
+
 __all__ = ["NonFiniteError", "to_json_value"]
-
-
-class NonFiniteError(ValueError):
-    """A float that JSON cannot hold (NaN or infinity)."""
 
 
 def to_json_value(value: Any, name: str) -> Any:

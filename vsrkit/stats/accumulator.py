@@ -12,11 +12,12 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from vsrkit.errors import VsrkitError
+from vsrkit._state import check_state
+from vsrkit.errors import StateError, VsrkitError
 
 __all__ = ["LossAccumulator"]
 
-_STATE_VERSION = 1
+STATE_VERSION = 1
 
 
 class LossAccumulator:
@@ -114,7 +115,7 @@ class LossAccumulator:
     def state_dict(self) -> dict[str, Any]:
         """JSON-safe state (one host sync: call it when saving a checkpoint)."""
         return {
-            "version": _STATE_VERSION,
+            "version": STATE_VERSION,
             "terms": list(self.terms),
             "sums": None if self._sums is None else self._sums.tolist(),
             "streak": None if self._streak is None else self._streak.tolist(),
@@ -126,17 +127,29 @@ class LossAccumulator:
         """Restore :meth:`state_dict` output onto ``device``.
 
         Raises:
-            VsrkitError: A state of another version or for other terms.
+            StateError: A state of another version, for other terms, or with bad sums.
         """
         import torch
 
-        if state.get("version") != _STATE_VERSION or list(state.get("terms", ())) != list(
-            self.terms
-        ):
-            raise VsrkitError(
-                f"LossAccumulator state is for terms {state.get('terms')!r} (version "
-                f"{state.get('version')!r}); expected {list(self.terms)} (version {_STATE_VERSION})"
+        keys = ("terms", "sums", "streak", "with_norm", "steps")
+        check_state("LossAccumulator", state, STATE_VERSION, keys)
+        if list(state["terms"]) != list(self.terms):
+            raise StateError(
+                f"LossAccumulator state: it is for the terms {list(state['terms'])}, "
+                f"this accumulator sums {list(self.terms)}"
             )
+        n = len(self.terms)
+        for key, size in (("sums", n + 6), ("streak", 2)):
+            value = state[key]
+            if value is not None and (
+                not isinstance(value, list)
+                or len(value) != size
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+            ):
+                raise StateError(f"LossAccumulator state: {key} must be null or {size} numbers")
+        steps = state["steps"]
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise StateError(f"LossAccumulator state: steps must be an int >= 0, got {steps!r}")
 
         def tensor(values: Any) -> Any:
             return None if values is None else torch.tensor(values, device=device)

@@ -9,9 +9,15 @@ belongs to one group, which decides where its value comes from when a file is wr
 - ``"progress"`` / ``"adaptive"`` / ``"performance"`` / ``"status"``: the latest measurement
   from the :class:`~vsrkit.stats.MetricsSnapshot`, used only if it was taken at step V or later.
 
+A loss term's fields come from one map, :data:`TERM_FIELD_NAMES`: the terms are ``l1``,
+``ms``, ``grad`` and ``perceptual`` everywhere in vsrkit, and only these field names keep the
+seed's ``gradient`` for the ``grad`` term.
+
 Example:
     >>> FIELDS["l1_loss_value"].unit
     'loss'
+    >>> loss_field("grad"), weight_field("grad")
+    ('gradient_loss_value', 'gradient_weight_current')
     >>> "quality_ki_value" in VALIDATION_FIELDS
     True
 """
@@ -20,13 +26,18 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from vsrkit._terms import TERM_FIELD_NAMES, loss_field, weight_field
+
 __all__ = [
     "DEFAULT_TRAINING_FIELDS",
     "FIELDS",
     "LOSS_FIELDS",
     "STAT_FIELDS",
+    "TERM_FIELD_NAMES",
     "VALIDATION_FIELDS",
     "FieldSpec",
+    "loss_field",
+    "weight_field",
 ]
 
 

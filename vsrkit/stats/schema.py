@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from importlib import resources
 from typing import Any
 
-from vsrkit.errors import VsrkitError
+from vsrkit.stats.errors import StatisticsError, StatisticsValidationError
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -20,22 +20,6 @@ __all__ = [
 
 #: Value of the ``schema_version`` field of every file this version writes.
 SCHEMA_VERSION = 1
-
-
-class StatisticsError(VsrkitError):
-    """A statistics file or folder cannot be read or written as asked."""
-
-
-class StatisticsValidationError(StatisticsError):
-    """A statistics document does not match the shipped schema.
-
-    Attributes:
-        problems: One line per problem, each naming the field.
-    """
-
-    def __init__(self, message: str, problems: list[str]) -> None:
-        super().__init__(message)
-        self.problems = problems
 
 
 @functools.lru_cache(maxsize=1)

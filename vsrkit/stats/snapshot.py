@@ -13,13 +13,14 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
+from vsrkit._state import check_state, state_values
 from vsrkit.stats._json import to_json_value
 
 __all__ = ["Measurement", "MetricsSnapshot"]
 
 logger = logging.getLogger(__name__)
 
-_STATE_VERSION = 1
+STATE_VERSION = 1
 
 
 class Measurement(NamedTuple):
@@ -181,20 +182,20 @@ class MetricsSnapshot:
                 logger.warning("MetricsSnapshot.state_dict leaves out %s", exc)
                 continue
             fields[name] = {"value": value, "step": m.step, "time": m.time}
-        return {"version": _STATE_VERSION, "revision": revision, "fields": fields}
+        return {"version": STATE_VERSION, "revision": revision, "fields": fields}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore measurements saved by :meth:`state_dict` (replaces the current ones).
 
         Raises:
-            ValueError: If the state has an unknown version or a malformed entry (the current
+            StateError: If the state has an unknown version or a malformed entry (the current
                 measurements are kept).
         """
-        if state.get("version") != _STATE_VERSION:
-            raise ValueError(
-                f"MetricsSnapshot state: 'version' must be {_STATE_VERSION}, "
-                f"got {state.get('version')!r}"
-            )
+        check_state("MetricsSnapshot", state, STATE_VERSION, ("fields",))
+        with state_values("MetricsSnapshot"):
+            self._load(state)
+
+    def _load(self, state: Mapping[str, Any]) -> None:
         fields = state.get("fields")
         if not isinstance(fields, Mapping):
             raise ValueError("MetricsSnapshot state: 'fields' must be a mapping")

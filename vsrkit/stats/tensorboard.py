@@ -28,6 +28,7 @@ import logging
 import math
 import numbers
 import os
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -74,9 +75,9 @@ def _fmt(value: Any) -> str:
 class TensorBoardLogger:
     """Writes training curves, config changes, plateau state and events to TensorBoard.
 
-    Every method is a no-op when ``enabled=False`` (ranks other than 0); then neither torch
-    nor tensorboard is imported. Values are plain Python numbers; the logger never syncs
-    with the GPU. Call it from one thread (the training loop).
+    Every method is a no-op with ``is_main=False`` (ranks other than 0) or ``log_dir=None``;
+    then neither torch nor tensorboard is imported. Values are plain Python numbers; the
+    logger never syncs with the GPU. Call it from one thread (the training loop).
 
     Example:
         >>> import tempfile
@@ -88,25 +89,38 @@ class TensorBoardLogger:
 
     def __init__(
         self,
-        log_dir: str | os.PathLike[str],
+        log_dir: str | os.PathLike[str] | None,
         *,
         purge_step: int | None = None,
-        enabled: bool = True,
+        is_main: bool = True,
         flush_secs: int = 120,
+        enabled: bool | None = None,
     ) -> None:
         """Open the event file.
 
         Args:
-            log_dir: Folder of the event files (``<run>/tensorboard``).
+            log_dir: Folder of the event files (``<run>/tensorboard``); ``None``: no
+                TensorBoard, every method is a no-op.
             purge_step: On resume, the checkpoint step: events at or after it from the
                 crashed run are hidden.
-            enabled: ``False`` makes every method a no-op.
+            is_main: ``False`` on ranks other than 0: every method is a no-op.
             flush_secs: How often the writer flushes on its own.
+            enabled: Deprecated name of ``is_main``.
         """
-        self.log_dir = os.fspath(log_dir)
-        self.enabled = enabled
+        if enabled is not None:
+            warnings.warn(
+                "TensorBoardLogger(enabled=) is deprecated; use is_main= (or log_dir=None "
+                "for no TensorBoard)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            is_main = enabled
+        self.log_dir = None if log_dir is None else os.fspath(log_dir)
+        self.is_main = bool(is_main)
+        #: Whether anything is written (the main rank, with a folder).
+        self.enabled = self.is_main and self.log_dir is not None
         self._writer: Any = None
-        if enabled:
+        if self.enabled:
             from torch.utils.tensorboard import SummaryWriter
 
             self._writer = SummaryWriter(

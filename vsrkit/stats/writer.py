@@ -15,12 +15,14 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vsrkit._atomic import atomic_write_json
+from vsrkit._state import check_state, state_values
 from vsrkit.stats._json import NonFiniteError, to_json_value
 from vsrkit.stats.fields import DEFAULT_TRAINING_FIELDS, FIELDS, STAT_FIELDS, VALIDATION_FIELDS
 from vsrkit.stats.schema import SCHEMA_VERSION, StatisticsError, validate_statistics
@@ -30,7 +32,7 @@ __all__ = ["DeferredStatsWriter"]
 
 logger = logging.getLogger(__name__)
 
-_STATE_VERSION = 1
+STATE_VERSION = 1
 _DERIVED = ("step_current", "last_update_time")
 RuntimeVersion = int | str | None
 
@@ -52,7 +54,7 @@ class DeferredStatsWriter:
     Call :meth:`request` right after a validation with its metrics (they are frozen then),
     :meth:`observe` at every step or log interval (it costs microseconds and never touches
     the GPU), and :meth:`close` at the end of training and on SIGTERM. Several requests may be
-    pending at once. Only rank 0 should write: pass ``enabled=False`` on the other ranks.
+    pending at once. Only rank 0 writes: pass ``is_main=False`` on the other ranks.
 
     A file holds no value measured before V: training fields must be measured after V, the
     progress/adaptive/performance/status fields at V or later, and the validation fields come
@@ -86,10 +88,11 @@ class DeferredStatsWriter:
         max_delay_steps: int | None = 500,
         max_delay_seconds: float | None = 600.0,
         filename_template: str = "Statistik_{step}.json",
-        enabled: bool = True,
+        is_main: bool = True,
         runtime_config_version: RuntimeVersion | Callable[[], RuntimeVersion] = None,
         fsync: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        enabled: bool | None = None,
     ) -> None:
         """Create the writer.
 
@@ -100,11 +103,12 @@ class DeferredStatsWriter:
             max_delay_steps: Write anyway (incomplete) this many steps after V; ``None``: never.
             max_delay_seconds: Write anyway this long after the request; ``None``: never.
             filename_template: File name with a ``{step}`` placeholder.
-            enabled: ``False`` on ranks other than 0: nothing is ever written.
+            is_main: ``False`` on ranks other than 0: nothing is ever written.
             runtime_config_version: A version, or a callable returning it, taken at
                 :meth:`request` time and written as ``runtime_config_version``.
             fsync: Flush each file to disk before renaming it into place.
             clock: Monotonic clock in seconds, for ``max_delay_seconds``.
+            enabled: Deprecated name of ``is_main``.
 
         Raises:
             ValueError: If a training field is unknown or derived, a delay is not positive, or
@@ -137,7 +141,14 @@ class DeferredStatsWriter:
         self.max_delay_steps = max_delay_steps
         self.max_delay_seconds = max_delay_seconds
         self.filename_template = filename_template
-        self.enabled = enabled
+        if enabled is not None:
+            warnings.warn(
+                "DeferredStatsWriter(enabled=) is deprecated; use is_main=",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            is_main = enabled
+        self.is_main = bool(is_main)
         self._runtime_config_version = runtime_config_version
         self._fsync = fsync
         self._clock = clock
@@ -145,7 +156,7 @@ class DeferredStatsWriter:
         self._last_step = 0
         self._closed = False
         self._closing = False
-        if enabled:
+        if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
 
     # ------------------------------------------------------------------ public API
@@ -197,7 +208,7 @@ class DeferredStatsWriter:
         if values:
             self.snapshot.update(step, values)
         self._last_step = max(self._last_step, step)
-        if not self.enabled:
+        if not self.is_main:
             return
         if step in self._pending:
             logger.info("Statistics request for step %d replaced by a newer one", step)
@@ -268,7 +279,7 @@ class DeferredStatsWriter:
     def state_dict(self) -> dict[str, Any]:
         """JSON-safe state: the pending requests with their frozen validation metrics."""
         return {
-            "version": _STATE_VERSION,
+            "version": STATE_VERSION,
             "pending": [
                 {
                     "step": p.step,
@@ -284,13 +295,13 @@ class DeferredStatsWriter:
         """Restore pending requests (their delay clocks restart now); settings are kept.
 
         Raises:
-            ValueError: If the state is malformed (the current pending requests are kept).
+            StateError: If the state is malformed (the current pending requests are kept).
         """
-        if state.get("version") != _STATE_VERSION:
-            raise ValueError(
-                f"DeferredStatsWriter state: 'version' must be {_STATE_VERSION}, "
-                f"got {state.get('version')!r}"
-            )
+        check_state("DeferredStatsWriter", state, STATE_VERSION, ("pending",))
+        with state_values("DeferredStatsWriter"):
+            self._load(state)
+
+    def _load(self, state: Mapping[str, Any]) -> None:
         entries = state.get("pending")
         if not isinstance(entries, list):
             raise ValueError("DeferredStatsWriter state: 'pending' must be a list")
@@ -321,7 +332,7 @@ class DeferredStatsWriter:
                 self._clock(),
                 set(self.training_fields),
             )
-        if self.enabled:
+        if self.is_main:
             self._pending = restored
 
     # ------------------------------------------------------------------ internals

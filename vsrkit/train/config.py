@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from vsrkit.errors import VsrkitError
+from vsrkit.train.errors import InitWeightsError, TrainConfigError
 
 __all__ = [
     "ORIGINS",
@@ -61,14 +61,6 @@ PROCESS_KEYS = frozenset(
         "init_weights",  # starts a new run's weights; a resumed run's come from its checkpoint
     }
 )
-
-
-class TrainConfigError(VsrkitError):
-    """A bad startup setting: unknown key, wrong type or value out of range."""
-
-
-class InitWeightsError(TrainConfigError):
-    """``--init-weights`` names weights of another network or size than the run builds."""
 
 
 @dataclasses.dataclass(frozen=True)

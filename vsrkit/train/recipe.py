@@ -307,7 +307,7 @@ def _train(
     stats = DeferredStatsWriter(
         run_dir,
         snapshot=snapshot,
-        enabled=ctx.is_main,
+        is_main=ctx.is_main,
         runtime_config_version=lambda: config_version,
     )
 
@@ -348,8 +348,8 @@ def _train(
         clip_reported = bool(loop_state.get("clip_reported", False))
         del state
     tb = TensorBoardLogger(
-        run_dir / "tensorboard",
-        enabled=ctx.is_main and cfg.tensorboard,
+        run_dir / "tensorboard" if cfg.tensorboard else None,
+        is_main=ctx.is_main,
         purge_step=step + 1 if resume else None,  # events up to the checkpoint stay,
     )
     if resume is None:
@@ -719,7 +719,7 @@ def _apply_change(
     elif key == "grad_clip":
         clip.configure(grad_clip=value)
     elif key.endswith("_weight"):  # the runtime config checked the sum of all four
-        weights.set_weights({t: live[f"{t}_weight"] for t in TERMS}, step=step)
+        weights.configure(weights={t: live[f"{t}_weight"] for t in TERMS}, step=step)
     elif key in cadence:
         cadence[key] = int(value)
 

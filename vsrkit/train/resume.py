@@ -33,6 +33,7 @@ from vsrkit.checkpoint import (
 from vsrkit.errors import VsrkitError
 from vsrkit.train.config import PROCESS_KEYS, TrainConfig, TrainConfigError
 from vsrkit.train.distributed import DistContext
+from vsrkit.train.errors import ResumeError
 
 __all__ = [
     "ResumeError",
@@ -64,10 +65,6 @@ LIVE_KEYS = (
     "log_every",
     "ckpt_every",
 )
-
-
-class ResumeError(VsrkitError):
-    """``--resume`` names something that cannot be resumed from."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,15 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vsrkit.errors import VsrkitError
+from vsrkit.vsr.errors import FlowWeightsError
 
 __all__ = ["SpyNet", "flow_warp", "FlowWeightsError"]
 
 logger = logging.getLogger(__name__)
-
-
-class FlowWeightsError(VsrkitError):
-    """A SpyNet weights file is missing or does not fit the network."""
 
 
 def flow_warp(

@@ -33,8 +33,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from vsrkit.errors import VsrkitError
 from vsrkit.vsr.degradations import DEGRADATIONS, degrade
+from vsrkit.vsr.errors import DatasetLayoutError
 from vsrkit.vsr.synthetic import SPLITS, SyntheticVideoDataset, as_size
 
 __all__ = [
@@ -54,10 +54,6 @@ REDS4_CLIPS: tuple[str, ...] = ("000", "011", "015", "020")
 _EXTS = (".png", ".jpg", ".jpeg", ".bmp")
 REDS_LAYOUT = "ROOT/GT/<clip>/<frame>.png (optional ROOT/LR/<clip>/<frame>.png)"
 VIMEO_LAYOUT = "ROOT/sequences/<group>/<seq>/im1.png..im7.png with ROOT/sep_trainlist.txt"
-
-
-class DatasetLayoutError(VsrkitError):
-    """A data folder is missing or does not have the expected layout."""
 
 
 def load_frame(path: Path) -> Tensor:
@@ -218,7 +214,7 @@ class REDSDataset(_ClipDataset):
     Example:
         >>> REDSDataset("/no/such/folder")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
-        vsrkit.vsr.folders.DatasetLayoutError: /no/such/folder/GT is not a folder; ...
+        vsrkit.vsr.errors.DatasetLayoutError: /no/such/folder/GT is not a folder; ...
     """
 
     def __init__(

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vsrkit.errors import VsrkitError
+from vsrkit.vsr.errors import PerceptualWeightsError
 
 __all__ = [
     "LOSS_NAMES",
@@ -43,10 +43,6 @@ _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 # VGG19 "features" layout: channels per conv, "M" = max pool
 _VGG19 = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512)
-
-
-class PerceptualWeightsError(VsrkitError):
-    """The VGG weights file for the perceptual loss is missing or does not fit."""
 
 
 def _flat(x: Tensor) -> Tensor:

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from vsrkit.errors import VsrkitError
+from vsrkit.vsr.errors import PretrainedWeightsError
 
 __all__ = [
     "PRETRAINED_FORMATS",
@@ -52,10 +52,6 @@ PRETRAINED_FORMATS = ("auto", "basicsr", "mmagic", "vsrkit")
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class PretrainedWeightsError(VsrkitError, ValueError):
-    """A weights file cannot be read, is of no known layout, or does not fit the model."""
 
 
 @dataclass(frozen=True)
