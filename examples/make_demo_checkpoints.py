@@ -22,9 +22,9 @@ from vsrkit.checkpoint import (
     EveryNSteps,
     KeepTagged,
     LatestN,
-    StopSignal,
     capture_rng_state,
 )
+from vsrkit.loop import StopSignal
 
 
 def main() -> None:

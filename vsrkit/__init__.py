@@ -29,7 +29,7 @@ _LAZY: dict[str, str] = {
     "EveryNSteps": "vsrkit.checkpoint",
     "KeepTagged": "vsrkit.checkpoint",
     "AnyOf": "vsrkit.checkpoint",
-    "StopSignal": "vsrkit.checkpoint",
+    "StopSignal": "vsrkit.loop",
     "capture_rng_state": "vsrkit.checkpoint",
     "restore_rng_state": "vsrkit.checkpoint",
     "prompt_for_checkpoint": "vsrkit.checkpoint",
@@ -83,7 +83,6 @@ if TYPE_CHECKING:  # pragma: no cover
         EveryNSteps,
         KeepTagged,
         LatestN,
-        StopSignal,
         capture_rng_state,
         format_checkpoint_name,
         parse_checkpoint_name,
@@ -97,6 +96,7 @@ if TYPE_CHECKING:  # pragma: no cover
         SubmitResult,
         validate_config,
     )
+    from vsrkit.loop import StopSignal  # noqa: F401
     from vsrkit.monitor import ActionQueue, MonitorServer, TerminalView  # noqa: F401
     from vsrkit.stats import (  # noqa: F401
         STAT_FIELDS,

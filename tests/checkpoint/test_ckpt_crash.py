@@ -87,7 +87,8 @@ def test_sigterm_in_a_real_process_gives_an_emergency_save_with_the_real_step(
     script = textwrap.dedent(
         f"""
         import sys, time
-        from vsrkit.checkpoint import CheckpointManager, StopSignal
+        from vsrkit.checkpoint import CheckpointManager
+        from vsrkit.loop import StopSignal
         import torch
         mgr = CheckpointManager({str(tmp_path)!r}, min_free_mb=0)
         with StopSignal() as stop:

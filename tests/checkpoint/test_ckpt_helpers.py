@@ -1,12 +1,9 @@
-"""StopSignal, RNG capture, the resume prompt and retention policies."""
+"""RNG capture, the resume prompt and retention policies."""
 
 from __future__ import annotations
 
 import datetime as dt
-import os
 import random
-import signal
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -23,56 +20,12 @@ from vsrkit.checkpoint import (
     EveryNSteps,
     KeepTagged,
     LatestN,
-    StopSignal,
     capture_rng_state,
     prompt_for_checkpoint,
     restore_rng_state,
 )
 
 from .helpers import make_state
-
-
-# ---------------------------------------------------------------- StopSignal
-def test_stop_signal_sets_a_flag_and_restores_handlers() -> None:
-    before = signal.getsignal(signal.SIGTERM)
-    with StopSignal() as stop:
-        assert not stop.requested
-        os.kill(os.getpid(), signal.SIGTERM)
-        assert stop.requested and stop.signal_name == "SIGTERM"
-        os.kill(os.getpid(), signal.SIGTERM)  # repeated SIGTERM: only counted
-        assert stop.count == 2
-        stop.reset()
-        assert not stop.requested and stop.signal_name is None
-    assert signal.getsignal(signal.SIGTERM) is before
-
-
-def test_second_sigint_raises_keyboard_interrupt() -> None:
-    with StopSignal() as stop:
-        os.kill(os.getpid(), signal.SIGINT)
-        assert stop.signal_name == "SIGINT"
-        with pytest.raises(KeyboardInterrupt):
-            os.kill(os.getpid(), signal.SIGINT)
-
-
-def test_stop_signal_outside_the_main_thread_is_refused() -> None:
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            with StopSignal():
-                pass
-        except RuntimeError as exc:
-            errors.append(exc)
-
-    t = threading.Thread(target=run)
-    t.start()
-    t.join()
-    assert errors and "main thread" in str(errors[0])
-
-
-def test_stop_signal_rejects_unknown_names() -> None:
-    with pytest.raises(ValueError, match="SIGNOPE"):
-        StopSignal(signals=("SIGNOPE",))
 
 
 # ----------------------------------------------------------------------- RNG

@@ -33,7 +33,7 @@ class Recorder(pl.Callback):
             path = self.out / "run" / "runtime_config.json"
             atomic_write_json(path, {**json.loads(path.read_text()), "plateau_patience": 400})
         self.seen[step] = {
-            "patience": self.cb.hooks.plateau.patience,
+            "patience": self.cb.loop.plateau.patience,
             "lr": trainer.optimizers[0].param_groups[0]["lr"],
         }
 

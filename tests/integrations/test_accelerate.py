@@ -18,8 +18,9 @@ from vsrkit._atomic import atomic_write_json
 from vsrkit.adaptive import AdaptiveLossWeights, LRBoostPolicy, PlateauTracker
 from vsrkit.checkpoint import LatestN, read_manifest
 from vsrkit.config import example_settings, read_changes
-from vsrkit.integrations._common import IntegrationError
+from vsrkit.integrations import IntegrationError
 from vsrkit.integrations.accelerate import VsrkitAccelerate
+from vsrkit.loop import LoopError
 
 TERMS = ("mse", "l1")
 
@@ -160,10 +161,10 @@ def test_resume_continues_the_step_count_and_the_components(tmp_path):
     acc.unwrap_model(model).load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     assert torch.equal(acc.unwrap_model(model).weight, weights_at_6["weight"])
-    assert vsr.hooks.plateau.state_dict()["last_step"] == 6
+    assert vsr.loop.plateau.state_dict()["last_step"] == 6
     outcomes, last = run(acc, model, opt, loader, vsr, start=step, stop=9)
     assert [o.step for o in outcomes] == [7, 8, 9] and last == 9
-    assert vsr.hooks.plateau.state_dict()["n"] == 9
+    assert vsr.loop.plateau.state_dict()["n"] == 9
     vsr.close()
 
 
@@ -185,10 +186,10 @@ def test_state_round_trips_through_json(tmp_path):
         tmp_path, log_every=1, plateau=PlateauTracker(patience=50), statistics=False
     )
     run(acc, model, opt, loader, vsr, start=0, stop=3)
-    state = json.loads(json.dumps(vsr.hooks.state_dict(), allow_nan=False))
+    state = json.loads(json.dumps(vsr.loop.state_dict(), allow_nan=False))
     _, _, _, _, other = make(tmp_path / "b", plateau=PlateauTracker(patience=70), statistics=False)
-    other.hooks.load_state_dict(state)
-    assert other.hooks.state_dict() == state and other.hooks.plateau.patience == 70
+    other.loop.load_state_dict(state)
+    assert other.loop.state_dict() == state and other.loop.plateau.patience == 70
 
 
 def test_bad_calls_are_named(tmp_path):
@@ -197,9 +198,9 @@ def test_bad_calls_are_named(tmp_path):
         vsr.save(1, {"vsrkit": {}})
     with pytest.raises(IntegrationError, match="check_every"):
         VsrkitAccelerate(acc, run_dir=tmp_path, check_every=0)
-    with pytest.raises(IntegrationError, match="not statistics validation fields"):
+    with pytest.raises(LoopError, match="not statistics validation fields"):
         vsr.validation_end(1, {"psnr": 30.0})
-    with pytest.raises(IntegrationError, match="lr_policy needs plateau"):
+    with pytest.raises(LoopError, match="lr_policy needs plateau"):
         VsrkitAccelerate(acc, run_dir=tmp_path, terms=("a",), lr_policy=LRBoostPolicy())
 
 

@@ -18,8 +18,8 @@ from vsrkit.adaptive import AdaptiveLossWeights, LRBoostPolicy, PlateauTracker
 from vsrkit.adaptive.gradients import GradientMonitor
 from vsrkit.checkpoint import LatestN, read_manifest
 from vsrkit.config import example_settings, read_changes
-from vsrkit.errors import VsrkitError
-from vsrkit.integrations._common import IntegrationError
+from vsrkit.errors import StateError, VsrkitError
+from vsrkit.integrations import IntegrationError
 from vsrkit.integrations.lightning import VsrkitCallback, VsrkitCheckpoint
 
 from .lit_helpers import TERMS, TinyModule, loader, trainer
@@ -69,7 +69,7 @@ def test_forced_plateau_triggers_and_the_lr_policy_reduces_the_lr(tmp_path):
     # the scheduler keeps the reduced LR instead of recomputing it from its base_lrs
     assert t.lr_scheduler_configs[0].scheduler.base_lrs[0] == pytest.approx(lr)
     assert [o.step for o in cb.outcomes] == list(range(1, 13))
-    assert model.vsrkit_weights is cb.hooks.loss_weights
+    assert model.vsrkit_weights is cb.loop.loss_weights
 
 
 def test_runtime_change_lands_on_the_next_poll_on_the_same_step(tmp_path):
@@ -101,7 +101,7 @@ def test_runtime_change_lands_on_the_next_poll_on_the_same_step(tmp_path):
     assert seen == {5: 250, 6: 400}  # step 6 is the next poll step after the edit
     changes = [c for c in read_changes(tmp_path) if c.key == "plateau_patience"]
     assert [(c.step, c.old, c.new, c.accepted) for c in changes] == [(6, 250, 400, True)]
-    assert cb.hooks.live["plateau_patience"] == 400
+    assert cb.loop.live["plateau_patience"] == 400
 
 
 def test_statistics_files_appear_after_validation(tmp_path):
@@ -150,7 +150,7 @@ def test_resume_from_a_vsrkit_checkpoint_continues_the_step_count(tmp_path):
     manifest = read_manifest(ckdir / "checkpoint_step_0000006.json")
     assert manifest["step"] == 6 and manifest["runtime_config"] == "runtime_config_step_6.json"
     assert (run / "runtime_config_step_6.json").exists()
-    before = cb1.hooks.state_dict()
+    before = cb1.loop.state_dict()["components"]
 
     cb2, ck2 = callbacks()
     path = ck2.resume_path()
@@ -160,9 +160,9 @@ def test_resume_from_a_vsrkit_checkpoint_continues_the_step_count(tmp_path):
     t2.fit(model, loader(), ckpt_path=path)
     assert t2.global_step == 10
     assert [o.step for o in cb2.outcomes] == [7, 8, 9, 10]
-    state = cb2.hooks.plateau.state_dict()
+    state = cb2.loop.plateau.state_dict()
     assert state["n"] == before["plateau"]["n"] + 4 and state["last_step"] == 10
-    assert cb2.hooks.loss_weights.state_dict()["n"] == before["loss_weights"]["n"] + 4
+    assert cb2.loop.loss_weights.state_dict()["n"] == before["loss_weights"]["n"] + 4
     assert sorted(p.name for p in ckdir.glob("*.pth")) == [
         "checkpoint_step_0000006.pth",
         "checkpoint_step_0000009.pth",
@@ -198,7 +198,7 @@ def test_gradient_monitor_reports_a_frozen_layer(tmp_path):
     assert [r.step for r in reports] == [2, 4, 6]
     assert reports[1].alerts and "'unused'" in reports[1].alerts[0]
     assert all(r.norms["net"] > 0 for r in reports)
-    assert cb.hooks.snapshot.get("gradient_zero_streak").value["unused"] == 3
+    assert cb.loop.snapshot.get("gradient_zero_streak").value["unused"] == 3
 
 
 def test_checkpoint_without_its_plugin_or_with_model_checkpoint_is_refused(tmp_path):
@@ -246,9 +246,9 @@ def test_callback_state_round_trips_through_json(tmp_path):
         runtime_config=example_settings(),
     )
     other.load_state_dict(state)  # kept until the trainer binds it
-    other.hooks.bind(cb.hooks.dist)
-    assert other.state_dict() == state and other.hooks.plateau.patience == 60
-    with pytest.raises(IntegrationError, match="version"):
+    other.loop.bind(cb.loop.dist)
+    assert other.state_dict() == state and other.loop.plateau.patience == 60
+    with pytest.raises(StateError, match="LoopCore state: version 0 is not supported"):
         other.load_state_dict({**state, "version": 0})
 
 

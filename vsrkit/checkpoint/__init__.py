@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+from vsrkit._deprecated import moved
 from vsrkit.checkpoint.errors import (
     CheckpointCorruptError,
     CheckpointError,
@@ -37,7 +38,6 @@ from vsrkit.checkpoint.retention import (
     RetentionPolicy,
 )
 from vsrkit.checkpoint.rng import capture_rng_state, restore_rng_state
-from vsrkit.checkpoint.signals import StopSignal
 
 __all__ = [
     "AnyOf",
@@ -55,7 +55,6 @@ __all__ = [
     "KeepTagged",
     "LatestN",
     "RetentionPolicy",
-    "StopSignal",
     "capture_rng_state",
     "format_checkpoint_name",
     "format_checkpoint_table",
@@ -68,3 +67,6 @@ __all__ = [
     "scan_directory",
     "verify_checkpoint",
 ]
+
+# moved elsewhere; the old names work for one more release, with a DeprecationWarning
+__getattr__ = moved(__name__, {"StopSignal": "vsrkit.loop"})

@@ -1,11 +1,12 @@
 """Helpers an Accelerate training loop calls: :class:`VsrkitAccelerate`.
 
 Needs ``accelerate`` (``pip install 'vsrkit[accelerate]'``). The loop stays yours; a few
-calls hand the vsrkit components what they need. Every rank calls every method at the same
-step: losses are averaged over ranks with ``accelerator.gather`` once per log interval, the
-runtime config is read on the main process (``accelerator.is_main_process``) and broadcast,
-and saves wait for every rank (``accelerator.wait_for_everyone``); only the main process
-writes files.
+calls hand the loop core (:class:`vsrkit.loop.LoopCore`) what it needs, and this module keeps
+only what is Accelerate's (the process group, saving through the main process). Every rank
+calls every method at the same step: losses are averaged over ranks with
+``accelerator.gather`` once per log interval, the runtime config is read on the main process
+(``accelerator.is_main_process``) and broadcast, and saves wait for every rank
+(``accelerator.wait_for_everyone``); only the main process writes files.
 """
 
 from __future__ import annotations
@@ -17,12 +18,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from vsrkit.integrations._common import (
-    IntegrationError,
-    IntervalOutcome,
-    VsrkitHooks,
-    require,
-)
+from vsrkit.integrations._optional import require
+from vsrkit.integrations.errors import IntegrationError
+from vsrkit.loop import IntervalOutcome, LoopCore, OptimizerLR, StopSignal
 
 require("accelerate", "accelerate", "vsrkit.integrations.accelerate")
 
@@ -32,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 
 class AccelerateOps:
-    """:class:`~vsrkit.integrations._common.DistOps` over an ``Accelerator``.
+    """:class:`~vsrkit.loop.DistOps` over an ``Accelerator``.
 
     Example:
         >>> from accelerate import Accelerator
@@ -78,9 +76,11 @@ class VsrkitAccelerate:
     """The vsrkit components in an Accelerate loop, in a few calls.
 
     Per step, after ``accelerator.backward(total)`` and before ``optimizer.zero_grad()``:
-    :meth:`after_backward`; after ``optimizer.step()``: :meth:`end_of_step` (it acts every
-    ``log_every`` steps: one sync, plateau tracker, LR policy, loss weights, statistics,
-    and polls the runtime config). After a validation: :meth:`validation_end`. To save:
+    :meth:`after_backward` (with a ``clip`` adapter, pass the norm that
+    ``accelerator.clip_grad_norm_(params, vsr.clip_value)`` returns); after
+    ``optimizer.step()``: :meth:`end_of_step` (the loop core acts every ``log_every`` steps:
+    one sync, plateau tracker, LR policy, loss weights, clip, statistics, and polls the
+    runtime config). After a validation: :meth:`validation_end`. To save:
     :meth:`save` (every rank calls it; the main process writes through a
     ``CheckpointManager``); to resume: :meth:`restore`. Inside ``with vsr.catch_signals():``
     a SIGTERM/SIGINT makes :meth:`stop_requested` true at the next check step on every rank.
@@ -93,11 +93,10 @@ class VsrkitAccelerate:
         async_save: Write checkpoints in a background thread.
         check_every: With several processes, steps between stop-signal checks (one gather
             each); a single process checks every step (free).
-        **hooks: The components and settings of
-            :class:`~vsrkit.integrations._common.VsrkitHooks` (``terms``, ``log_every``,
-            ``plateau``, ``lr_policy``, ``loss_weights``, ``grad_monitor``,
-            ``runtime_config``, ``runtime_schema``, ``poll_every``, ``statistics``,
-            ``stats_max_delay_steps``, ``tensorboard``).
+        **loop: The components and settings of :class:`~vsrkit.loop.LoopCore` (``terms``,
+            ``log_every``, ``plateau``, ``lr_policy``, ``loss_weights``, ``clip``,
+            ``grad_monitor``, ``runtime_config``, ``runtime_schema``, ``poll_every``,
+            ``statistics``, ``stats_max_delay_steps``, ``tensorboard``).
 
     Example:
         >>> import tempfile
@@ -121,7 +120,7 @@ class VsrkitAccelerate:
         best_metric: str = "quality",
         best_mode: str = "max",
         terms: Sequence[str] = (),
-        **hooks: Any,
+        **loop: Any,
     ) -> None:
         from vsrkit.checkpoint import CheckpointManager
 
@@ -129,8 +128,9 @@ class VsrkitAccelerate:
             raise IntegrationError(f"check_every must be an int >= 1, got {check_every!r}")
         self.accelerator = accelerator
         self.ops = AccelerateOps(accelerator)
-        self.hooks = VsrkitHooks(run_dir=run_dir, terms=terms, **hooks)
-        self.hooks.bind(self.ops)
+        #: The loop core that decides (:class:`~vsrkit.loop.LoopCore`).
+        self.loop = LoopCore(run_dir=run_dir, terms=terms, **loop)
+        self.loop.bind(self.ops)
         directory = (
             Path(checkpoint_dir) if checkpoint_dir is not None else Path(run_dir) / "checkpoints"
         )
@@ -144,15 +144,31 @@ class VsrkitAccelerate:
         self.check_every = check_every
         self._stop: Any = None
 
+    @property
+    def hooks(self) -> LoopCore:
+        """Deprecated name of :attr:`loop`."""
+        import warnings
+
+        warnings.warn(
+            "VsrkitAccelerate.hooks is deprecated; use VsrkitAccelerate.loop",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.loop
+
     # ------------------------------------------------------------------ per step
     def combine(self, losses: Mapping[str, Any], *, step: int) -> Any:
         """Weighted total of the loss tensors with the weights in force at ``step``."""
-        return self.hooks.combine(losses, step=step)
+        return self.loop.combine(losses, step=step)
 
-    def after_backward(self, losses: Mapping[str, Any], total: Any) -> None:
-        """Sum this step's losses and gradient norms on the device (no host sync)."""
-        self.hooks.accumulate(losses, total)
-        self.hooks.observe_gradients()
+    def after_backward(
+        self, losses: Mapping[str, Any], total: Any, *, grad_norm: Any = None
+    ) -> None:
+        """Sum this step's losses, the total ``grad_norm`` (for a ``clip`` adapter: what
+        ``accelerator.clip_grad_norm_`` returned) and the gradient monitor's norms on the
+        device (no host sync)."""
+        self.loop.accumulate(losses, total, grad_norm=grad_norm)
+        self.loop.observe_gradients()
 
     def end_of_step(
         self,
@@ -164,22 +180,34 @@ class VsrkitAccelerate:
     ) -> IntervalOutcome | None:
         """After the optimizer step ``step`` (counting it): decide and act at log intervals,
         apply runtime-config changes at poll steps. Returns the interval's outcome or None."""
-        return self.hooks.end_of_step(step, optimizer, schedulers=schedulers, extra=extra)
+        lr = self.loop.lr
+        schedulers = list(schedulers)
+        if not isinstance(lr, OptimizerLR) or (lr.optimizer, lr.schedulers) != (
+            optimizer,
+            schedulers,
+        ):
+            self.loop.lr = OptimizerLR(optimizer, schedulers)
+        return self.loop.end_of_step(step, extra=extra)
 
-    def validation_end(self, step: int, metrics: Mapping[str, float]) -> None:
-        """Validation fields of step ``step`` (e.g. ``{"quality_ki_value": 0.61}``)."""
-        self.hooks.validation_end(step, metrics)
+    def validation_end(self, step: int, metrics: Mapping[str, float]) -> bool:
+        """Validation fields of step ``step`` (e.g. ``{"quality_ki_value": 0.61}``); returns
+        whether the quality is the best so far."""
+        return self.loop.validation_end(step, metrics)
 
     @property
     def live(self) -> dict[str, Any]:
-        """Runtime settings in effect (e.g. ``live["grad_clip"]`` for your clipping call)."""
-        return self.hooks.live
+        """Runtime settings in effect."""
+        return self.loop.live
+
+    @property
+    def clip_value(self) -> float | None:
+        """The clip value for your ``accelerator.clip_grad_norm_`` call: the ``clip``
+        adapter's, else the live ``grad_clip`` (``None`` without either)."""
+        return self.loop.clip_value
 
     # ------------------------------------------------------------------ stopping
     def catch_signals(self) -> Any:
         """A context manager turning SIGTERM/SIGINT into :meth:`stop_requested` (main thread)."""
-        from vsrkit.checkpoint import StopSignal
-
         if threading.current_thread() is not threading.main_thread():
             raise IntegrationError("catch_signals() must be used in the main thread")
         self._stop = StopSignal()
@@ -214,10 +242,10 @@ class VsrkitAccelerate:
         if "vsrkit" in state:
             raise IntegrationError("save(state): the key 'vsrkit' is reserved for the components")
         self.accelerator.wait_for_everyone()
-        snap = self.hooks.runtime_snapshot(step)
+        snap = self.loop.runtime_snapshot(step)
         path = None
         if self.ops.is_main:
-            full = {**state, "vsrkit": self.hooks.state_dict()}
+            full = {**state, "vsrkit": self.loop.state_dict()}
             path = self.checkpoints.save(step, full, metrics=metrics, tag=tag, runtime_config=snap)
             self.checkpoints.wait()
         self.accelerator.wait_for_everyone()
@@ -244,12 +272,13 @@ class VsrkitAccelerate:
             return None
         if state is None:  # the other ranks load the checkpoint the main process picked
             step, state = self.checkpoints.restore(step, map_location=map_location)
-        self.hooks.load_state_dict(state["vsrkit"])
-        self.hooks.restore_runtime(step)
+        self.loop.load_state_dict(state["vsrkit"])
+        self.loop.begin(step)
+        self.loop.restore_runtime(step)
         logger.info("resumed from step %d", step)
         return step, state
 
     def close(self) -> None:
         """Flush statistics and TensorBoard and wait for a background save."""
-        self.hooks.close()
+        self.loop.close()
         self.checkpoints.close()

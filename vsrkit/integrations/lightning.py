@@ -2,8 +2,9 @@
 :class:`VsrkitCheckpoint` and its :class:`VsrkitCheckpointIO` plugin.
 
 Needs ``lightning`` (``pip install 'vsrkit[lightning]'``). The callbacks read losses from
-what ``training_step`` returns, decide with the components, and act on the trainer's
-optimizer, scheduler and checkpoint plugin; nothing of the components is copied here.
+what ``training_step`` returns and hand them to the loop core (:class:`vsrkit.loop.LoopCore`),
+which decides with the components; this module keeps only what is Lightning's: the hooks,
+the trainer's optimizer, schedulers, gradient clipping and checkpoint plugin.
 Under DDP every rank runs the same decisions at the same step: rank 0 reads the runtime
 config and ``trainer.strategy.broadcast`` hands it to the others; losses are averaged over
 ranks with ``trainer.strategy.reduce`` once per log interval; only rank 0 writes files.
@@ -12,18 +13,16 @@ ranks with ``trainer.strategy.reduce`` once per log interval; only rank 0 writes
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from vsrkit.integrations._common import (
-    IntegrationError,
-    IntervalOutcome,
-    VsrkitHooks,
-    require,
-)
+from vsrkit.integrations._optional import require
+from vsrkit.integrations.errors import IntegrationError
+from vsrkit.loop import IntervalOutcome, LoopCore, OptimizerLR, StopSignal
 
 require("lightning.pytorch", "lightning", "vsrkit.integrations.lightning")
 
@@ -46,7 +45,7 @@ METRICS_KEY = "vsrkit_metrics"
 
 
 class LightningOps:
-    """:class:`~vsrkit.integrations._common.DistOps` over ``trainer.strategy``.
+    """:class:`~vsrkit.loop.DistOps` over ``trainer.strategy``.
 
     Example:
         >>> import lightning.pytorch as pl
@@ -101,15 +100,17 @@ class VsrkitCallback(Callback):
     """Plateau tracking with LR boost/reduce, adaptive loss weights, runtime config,
     statistics files, TensorBoard and gradient monitoring in a Lightning run.
 
-    Every ``log_every`` optimizer steps the losses summed on the device are read once
-    (averaged over ranks), the plateau tracker and the loss weights decide, a new LR is set
-    on the first optimizer (and its schedulers' ``base_lrs`` scaled alike), and the metrics
-    go to ``Statistik_<step>.json`` and TensorBoard. The runtime config is polled every
-    ``poll_every`` steps on every rank. The loss weights are exposed to the LightningModule
-    as ``pl_module.vsrkit_weights`` and the hooks as ``pl_module.vsrkit`` (use
-    ``self.vsrkit.combine(losses, step=self.global_step)`` for the weighted total). After a
-    validation, ``trainer.callback_metrics`` named in ``validation_fields`` freeze the
-    statistics file of that step.
+    The decisions are the loop core's (:class:`~vsrkit.loop.LoopCore`, :attr:`loop`): every
+    ``log_every`` optimizer steps the losses summed on the device are read once (averaged
+    over ranks), the plateau tracker and the loss weights decide, a new LR is set on the
+    first optimizer (and its schedulers' ``base_lrs`` scaled alike), the clip adapter
+    updates ``trainer.gradient_clip_val``, and the metrics go to ``Statistik_<step>.json``
+    and TensorBoard. The runtime config is polled every ``poll_every`` steps on every rank.
+    The loss weights are exposed to the LightningModule as ``pl_module.vsrkit_weights`` and
+    the loop core as ``pl_module.vsrkit`` (use ``self.vsrkit.combine(losses,
+    step=self.global_step)`` for the weighted total). After a validation,
+    ``trainer.callback_metrics`` named in ``validation_fields`` freeze the statistics file
+    of that step.
 
     Args:
         run_dir: Run folder for ``runtime_config.json``, statistics and ``tensorboard/``.
@@ -117,6 +118,9 @@ class VsrkitCallback(Callback):
         log_every: Optimizer steps per log interval (runtime key ``log_every``).
         plateau: A ``PlateauTracker``; ``lr_policy``: an ``LRBoostPolicy`` acting on it.
         loss_weights: ``AdaptiveLossWeights`` or ``LossWarmup``.
+        clip: A ``GradClipAdapter``: it sees the total grad norm of every step (computed
+            before Lightning clips) and sets ``trainer.gradient_clip_val`` (give the trainer
+            a ``gradient_clip_val`` to clip at all).
         grad_monitor: A ``GradientMonitor`` (read once per log interval).
         runtime_config: The startup value of every runtime key (enables the live file).
         runtime_schema: A runtime-config schema (default: vsrkit's).
@@ -130,7 +134,7 @@ class VsrkitCallback(Callback):
     Example:
         >>> from vsrkit.adaptive import PlateauTracker
         >>> cb = VsrkitCallback("runs/demo", terms=("mse",), plateau=PlateauTracker())
-        >>> cb.hooks.log_every
+        >>> cb.loop.log_every
         10
     """
 
@@ -143,6 +147,7 @@ class VsrkitCallback(Callback):
         plateau: Any = None,
         lr_policy: Any = None,
         loss_weights: Any = None,
+        clip: Any = None,
         grad_monitor: Any = None,
         runtime_config: Mapping[str, Any] | None = None,
         runtime_schema: Mapping[str, Any] | None = None,
@@ -152,13 +157,15 @@ class VsrkitCallback(Callback):
         tensorboard: bool = False,
         validation_fields: Mapping[str, str] | None = None,
     ) -> None:
-        self.hooks = VsrkitHooks(
+        #: The loop core that decides (:class:`~vsrkit.loop.LoopCore`).
+        self.loop = LoopCore(
             run_dir=run_dir,
             terms=terms,
             log_every=log_every,
             plateau=plateau,
             lr_policy=lr_policy,
             loss_weights=loss_weights,
+            clip=clip,
             grad_monitor=grad_monitor,
             runtime_config=runtime_config,
             runtime_schema=runtime_schema,
@@ -170,47 +177,66 @@ class VsrkitCallback(Callback):
         self.validation_fields = dict(validation_fields or {})
         self.outcomes: list[IntervalOutcome] = []  # the log intervals of this fit, for the user
         self._last_step: int | None = None
+        self._grad_norm: Any = None
         self._restored = False
+
+    @property
+    def hooks(self) -> LoopCore:
+        """Deprecated name of :attr:`loop`."""
+        import warnings
+
+        warnings.warn(
+            "VsrkitCallback.hooks is deprecated; use VsrkitCallback.loop",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.loop
 
     # ------------------------------------------------------------------ lifecycle
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         if stage != "fit":
             return
-        self.hooks.bind(LightningOps(trainer))
-        pl_module.vsrkit_weights = self.hooks.loss_weights
-        pl_module.vsrkit = self.hooks
+        self.loop.bind(LightningOps(trainer))
+        pl_module.vsrkit_weights = self.loop.loss_weights
+        pl_module.vsrkit = self.loop
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         self._last_step = trainer.global_step
+        self.loop.lr = OptimizerLR(
+            trainer.optimizers[0], [c.scheduler for c in trainer.lr_scheduler_configs]
+        )
+        self.loop.begin(trainer.global_step)
         if self._restored:  # settings of the checkpoint's snapshot, then newer live edits
-            self.hooks.restore_runtime(trainer.global_step)
-            self._sync_clip(trainer)
+            self.loop.restore_runtime(trainer.global_step)
+        self._sync_clip(trainer)
 
     def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
-        self.hooks.observe_gradients()
+        self.loop.observe_gradients()
+        if self.loop.clip is not None:  # the norm before Lightning clips, no host sync
+            import torch
+
+            grads = [p for p in pl_module.parameters() if p.grad is not None]
+            if grads:
+                self._grad_norm = torch.nn.utils.clip_grad_norm_(grads, math.inf, foreach=True)
 
     def on_train_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        losses, total = losses_from_outputs(outputs, self.hooks.terms)
+        losses, total = losses_from_outputs(outputs, self.loop.terms)
         if total is not None:  # None: training_step skipped this batch
-            self.hooks.accumulate(losses, total)
+            self.loop.accumulate(losses, total, grad_norm=self._grad_norm)
+        self._grad_norm = None
         step = trainer.global_step
         if step == self._last_step:  # gradient accumulation: no optimizer step yet
             return
         self._last_step = step
-        outcome = self.hooks.end_of_step(
-            step,
-            trainer.optimizers[0],
-            schedulers=[c.scheduler for c in trainer.lr_scheduler_configs],
-            extra={"epoch_num": trainer.current_epoch + 1},
-        )
+        outcome = self.loop.end_of_step(step, extra={"epoch_num": trainer.current_epoch + 1})
         if outcome is not None:
             self.outcomes.append(outcome)
         self._sync_clip(trainer)
 
     def _sync_clip(self, trainer: Any) -> None:
-        clip = self.hooks.live.get("grad_clip")
+        clip = self.loop.clip_value
         if clip is not None and trainer.gradient_clip_val not in (None, clip):
             trainer.gradient_clip_val = float(clip)
 
@@ -225,23 +251,23 @@ class VsrkitCallback(Callback):
                 f"(logged: {', '.join(sorted(metrics)) or 'nothing'})"
             )
         values = {field: float(metrics[name]) for name, field in self.validation_fields.items()}
-        self.hooks.validation_end(trainer.global_step, values)
+        self.loop.validation_end(trainer.global_step, values)
 
     def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
-        checkpoint[RUNTIME_KEY] = self.hooks.runtime_snapshot(trainer.global_step)
+        checkpoint[RUNTIME_KEY] = self.loop.runtime_snapshot(trainer.global_step)
 
     def state_dict(self) -> dict[str, Any]:
-        return self.hooks.state_dict()
+        return self.loop.state_dict()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.hooks.load_state_dict(state_dict)
+        self.loop.load_state_dict(state_dict)
         self._restored = True
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
-        self.hooks.close()
+        self.loop.close()
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-        self.hooks.close()
+        self.loop.close()
 
 
 class VsrkitCheckpointIO(CheckpointIO):
@@ -392,8 +418,6 @@ class VsrkitCheckpoint(Checkpoint):
             )
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
-        from vsrkit.checkpoint import StopSignal
-
         self._last_step = trainer.global_step
         if threading.current_thread() is threading.main_thread():
             self._stop = StopSignal().__enter__()
