@@ -165,7 +165,7 @@ def test_the_config_is_found_wherever_a_checkpoint_keeps_it(location: tuple[str,
 )
 def test_the_config_reader_never_fails_on_any_state(state: object) -> None:
     if not isinstance(state, dict):
-        state = {"loop": state}
+        state = {"loop": state, "train": state}
     got = checkpoint_config(state)
     assert got is None or isinstance(got, dict)
 
@@ -188,12 +188,14 @@ def test_configs_the_model_cannot_be_built_from(config: dict, needle: str) -> No
 def test_size_overrides_of_the_config_build_that_model() -> None:
     arch = architecture_from_config({"model": "tiny", "n_feats": 8, "n_blocks": 3})
     net = build_model("tiny", num_feat=8, num_blocks=3)
-    state = {
-        "model": net.state_dict(),
-        "loop": {"config": {"model": "tiny", "n_feats": 8, "n_blocks": 3}},
-    }
-    model = load_model(state, device="cpu")
-    assert (arch["num_feat"], arch["num_blocks"]) == (8, 3) == (model.num_feat, model.num_blocks)
+    config = {"model": "tiny", "n_feats": 8, "n_blocks": 3}
+    for state in (  # the layout of vsrkit train, and the one before the loop core
+        {"model": net.state_dict(), "train": {"config": config}},
+        {"model": net.state_dict(), "loop": {"config": config}},
+    ):
+        model = load_model(state, device="cpu")
+        assert (arch["num_feat"], arch["num_blocks"]) == (8, 3)
+        assert (model.num_feat, model.num_blocks) == (8, 3)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without CUDA")

@@ -99,7 +99,7 @@ def test_sigterm_writes_an_emergency_checkpoint_with_the_real_step(
     log = (run / "training.log").read_text()
     assert f"stopping at step {rec.step} after SIGTERM" in log
     _, state = CheckpointManager(run / "checkpoints").restore()
-    assert set(state) >= {"model", "optimizer", "rng", "components", "loop"}
+    assert set(state) >= {"model", "optimizer", "rng", "train", "vsrkit"}
 
 
 def test_runtime_max_lr_change_applies_at_next_poll_and_survives_resume(
@@ -210,3 +210,41 @@ def test_mirror_dir_gets_every_checkpoint_and_resume_uses_it(
     )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "resumed from step 20" in resumed.stdout
+
+
+def test_sigkill_between_a_validation_and_its_statistics_file_writes_that_file_on_resume(
+    tmp_path: Path,
+) -> None:
+    """The file of a validation waits for losses measured after it; a run killed in between
+    keeps the request in its checkpoint, and the resumed run writes the file, complete."""
+    from tests.train.conftest import TINY
+
+    config = tmp_path / "tiny.json"  # the file for step 10 waits for the interval at step 30
+    config.write_text(json.dumps({**TINY, "log_every": 30, "val_every": 10, "ckpt_every": 10}))
+    run = tmp_path / "run"
+    child = subprocess.Popen(
+        train_cmd(config, run, "--steps", "40"),
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    wait_for((run / "checkpoints" / "checkpoint_step_0000010.json").is_file, child)
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+    stats_10 = run / "Statistik_10.json"
+    assert not stats_10.exists(), "killed too late: the file of step 10 was already written"
+    quality = scalars(run, "Quality/quality_ki_value")[10]  # what the validation measured
+
+    resumed = run_train(config, run, "--steps", "40", "--resume", "latest")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    start = int(re.search(r"^resumed from step (\d+)", resumed.stdout, re.M).group(1))  # type: ignore[union-attr]
+    assert start in (10, 20)
+    doc = json.loads(stats_10.read_text())
+    assert doc["complete"] is True and doc["stale_fields"] == []
+    assert doc["quality_ki_value"] == pytest.approx(quality, rel=1e-6)
+    for field in LOSS_FIELDS:  # measured by the resumed run, after the validation
+        assert doc[field] is not None and doc["measured_at_step"][field] == 30
+    assert doc["learning_rate_value"] is not None
+    assert "Statistics saved: Statistik_10.json" in (run / "training.log").read_text()
+    assert sorted(d["step_current"] for d in load_statistics(run)) == [10, 20, 30, 40]

@@ -37,7 +37,7 @@ def test_init_weights_start_the_run_from_the_file(tmp_path: Path) -> None:
     assert f"initialised the model from {published} (a basicsr BasicVSR)" in out
     assert "the optimizer, the LR schedule and the adaptive components start fresh" in out
     state = torch.load(run / "checkpoints" / "checkpoint_step_0000001.pth", weights_only=True)
-    assert state["loop"]["config"]["skip"] == "bilinear"
+    assert state["train"]["config"]["skip"] == "bilinear"
     from vsrkit.vsr.pretrained import read_pretrained
 
     want = read_pretrained(published).state_dict

@@ -358,3 +358,98 @@ def test_q_in_a_zero_column_terminal_saves_once_and_stops(
     stop = max(r.step for r in records)
     assert [r.type for r in records if r.step == stop] in (["regular"], ["regular", "best"])
     assert not [r for r in records if r.type == "emergency"]
+
+
+# ------------------------------------------------------------------ checkpoints of older vsrkit
+
+
+def _layout_1(state: dict) -> dict:
+    """The checkpoint layout ``vsrkit train`` wrote before the loop core, built by its schema:
+    the components under ``components`` by their old names, the loop's variables under
+    ``loop`` (the pending quality as the whole validation result), the sums under ``interval``."""
+    loop, comps = state["vsrkit"]["loop"], state["vsrkit"]["components"]
+    pending = loop["pending_quality"]
+    return {
+        "model": state["model"],
+        "optimizer": state["optimizer"],
+        "scaler": state["scaler"],
+        "rng": state["rng"],
+        "interval": loop["interval"],
+        "components": {
+            "tracker": comps["plateau"],
+            "lr_policy": comps["lr_policy"],
+            "weights": comps["loss_weights"],
+            "clip": comps["clip"],
+        },
+        "loop": {
+            "lr_scale": loop["lr_scale"],
+            "best_quality": loop["best_quality"],
+            "config_version": loop["config_version"],
+            "pending_quality": None if pending is None else {"quality_ki_value": pending},
+            "runtime_snapshot": state["train"]["runtime_snapshot"],
+            "config": state["train"]["config"],
+            "schedule": loop["schedule"],
+            "clip_reported": loop["clip_reported"],
+        },
+    }
+
+
+def _rewrite(run: Path, step: int, change) -> None:
+    """Replace the checkpoints of ``run`` by the one of ``step``, its state changed."""
+    import torch
+
+    mgr = CheckpointManager(run / "checkpoints")
+    _, state = mgr.restore(step)
+    mgr.close()
+    for path in (run / "checkpoints").iterdir():
+        path.unlink()
+    with CheckpointManager(run / "checkpoints") as again:
+        again.save(step, change(state), metrics={"quality": 0.5})
+    assert isinstance(torch.load(pth(run, step), weights_only=True), dict)
+
+
+def test_a_checkpoint_of_the_layout_before_the_loop_core_resumes_exactly(
+    base_run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    config, base = base_run
+    runs = {}
+    for name, change in (("current", lambda s: s), ("layout_1", _layout_1)):
+        run = tmp_path / name
+        shutil.copytree(base, run)
+        _rewrite(run, 20, change)
+        proc = run_train(config, run, "--steps", "30", "--resume", "latest")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "resumed from step 20" in proc.stdout
+        runs[name] = run
+    log = (runs["layout_1"] / "training.log").read_text()
+    assert "a checkpoint of an earlier vsrkit (layout 1), read as layout 2" in log
+    for tag in ("Loss/total", "LR", "Weights/Sum"):
+        got, want = scalars(runs["layout_1"], tag), scalars(runs["current"], tag)
+        assert {s: v for s, v in got.items() if s > 20} == {
+            s: v for s, v in want.items() if s > 20
+        }, tag  # the same state: the same losses, LRs and weights, bit for bit
+    assert max(scalars(runs["layout_1"], "Loss/total")) == 30
+
+
+def test_an_old_checkpoint_that_cannot_be_continued_says_how_to_go_on(
+    run_copy: tuple[Path, Path],
+) -> None:
+    config, run = run_copy
+
+    def broken(state: dict) -> dict:
+        old = _layout_1(state)
+        del old["components"]["clip"]
+        return old
+
+    _rewrite(run, 20, broken)
+    proc = run_train(config, run, "--steps", "30", "--resume", "latest")
+    assert proc.returncode == 2
+    line = one_error_line(proc)
+    assert "checkpoint_step_0000020.pth: the checkpoint of step 20 cannot be continued" in line
+    assert "it lacks components.clip" in line
+    assert "start a new run, or keep its weights with `vsrkit train --init-weights" in line
+    # what the line advises works: its weights start a new run
+    fresh = run.parent / "fresh"
+    proc = run_train(config, fresh, "--steps", "5", "--init-weights", str(pth(run, 20)))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"initialised the model from {pth(run, 20)}" in proc.stdout

@@ -47,8 +47,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Where a checkpoint state keeps the training config (``TrainConfig.to_dict()``), first match
-#: wins. The recipe writes ``state["loop"]["config"]``; a versioned loop state may move it.
+#: wins. The recipe writes ``state["train"]["config"]`` (checkpoint layout 2, see
+#: :mod:`vsrkit.train.state`); checkpoints before the loop core wrote ``state["loop"]["config"]``.
 CONFIG_LOCATIONS: tuple[tuple[str, ...], ...] = (
+    ("train", "config"),
     ("loop", "config"),
     ("loop", "state", "config"),
     ("config",),
@@ -64,8 +66,10 @@ def checkpoint_config(state: Mapping[str, Any]) -> dict[str, Any] | None:
     absent.
 
     Example:
-        >>> checkpoint_config({"loop": {"config": {"model": "tiny"}}})
+        >>> checkpoint_config({"train": {"config": {"model": "tiny"}}})
         {'model': 'tiny'}
+        >>> checkpoint_config({"loop": {"config": {"model": "small"}}})  # before the loop core
+        {'model': 'small'}
         >>> checkpoint_config({"model": {}}) is None
         True
     """

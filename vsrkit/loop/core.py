@@ -532,11 +532,14 @@ class LoopCore:
         return str(self.runtime.snapshot(step).name)
 
     # -------------------------------------------------------------- validation
-    def validation_end(self, step: int, metrics: Mapping[str, float]) -> bool:
+    def validation_end(
+        self, step: int, metrics: Mapping[str, float], *, extra: Mapping[str, float] | None = None
+    ) -> bool:
         """After a validation at ``step``: keep the best quality, hand the quality to the
         plateau tracker at the next interval, and freeze the fields for the deferred
-        ``Statistik_<step>.json`` (``best_quality_ever`` added). Returns whether the quality
-        is a new best.
+        ``Statistik_<step>.json`` (``best_quality_ever`` added). ``extra`` numbers (e.g. a
+        PSNR) go to TensorBoard (``Quality/<name>``) only. Returns whether the quality is a
+        new best.
 
         Raises:
             LoopError: A field that is not a statistics validation field.
@@ -565,9 +568,10 @@ class LoopCore:
             self.stats.request(step, values)
         elif values:
             self.snapshot.update(step, values)
-        if values:
-            self.tb.log_quality(values, step)
-            self.tb.log_validation(values, step)
+        shown = {**values, **{k: float(v) for k, v in (extra or {}).items()}}
+        if shown:
+            self.tb.log_quality(shown, step)
+            self.tb.log_validation(shown, step)
         return improved
 
     # ------------------------------------------------------------------ state

@@ -78,10 +78,12 @@ class LossAccumulator:
             )
         vec = vec.reshape(n + 2).float()
         bad = ~(torch.isfinite(vec[n]) & torch.isfinite(vec[n + 1]))
-        if self._sums is None or self._sums.device != vec.device:
+        if self._sums is None:
             self._sums = torch.zeros(n + 6, dtype=torch.float32, device=vec.device)
             if self._streak is not None:
                 self._sums[n + 4 :] = self._streak.to(vec.device)
+        elif self._sums.device != vec.device:  # e.g. restored on the CPU, the losses on a GPU
+            self._sums = self._sums.to(vec.device)
         s, badf = self._sums, bad.float()
         s[: n + 2] += torch.nan_to_num(vec, nan=0.0, posinf=0.0, neginf=0.0) * (1.0 - badf)
         s[n + 2] += 1.0 - badf

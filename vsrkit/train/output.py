@@ -16,7 +16,14 @@ from vsrkit.stats import MetricsSnapshot
 from vsrkit.train.config import TrainConfig
 from vsrkit.train.distributed import DistContext
 
-__all__ = ["ProgressLine", "setup_logging", "start_monitor", "summary"]
+__all__ = [
+    "ProgressLine",
+    "log_setup",
+    "setup_logging",
+    "start_monitor",
+    "start_terminal_view",
+    "summary",
+]
 
 logger = logging.getLogger("vsrkit.train")
 
@@ -189,3 +196,38 @@ def summary(run_dir: Path, step: int, reason: str, best: float | None, tensorboa
     if tensorboard:
         lines.append(f"  TensorBoard:  tensorboard --logdir {run_dir / 'tensorboard'}")
     return "\n".join(lines)
+
+
+def start_terminal_view(
+    cfg: TrainConfig,
+    snapshot: MetricsSnapshot,
+    runtime: RuntimeConfigManager,
+    actions: ActionQueue | None,
+    progress: ProgressLine,
+) -> Any:
+    """The live terminal view on rank 0 (``None`` without a terminal or with it turned off)."""
+    if actions is None or not cfg.terminal_view or not progress.live:
+        return None
+    from vsrkit.monitor import TerminalView
+
+    view = TerminalView(snapshot, actions, runtime, stream=progress.stream).start()
+    progress.attach(view)
+    return view
+
+
+def log_setup(cfg: TrainConfig, ctx: DistContext, amp: Any, threads: Any) -> None:
+    """The run's set-up in ``training.log``: device, precision, threads, retention."""
+    logger.info(
+        "device %s, world size %d, amp %s, %s memory format, %d CPU thread(s) (%s)",
+        ctx.device,
+        ctx.world_size,
+        amp or "off",
+        "channels_last" if cfg.channels_last else "contiguous",
+        threads.threads,
+        threads.reason,
+    )
+    logger.info(
+        "retention: the %d newest regular checkpoints, the best by SSIM and the newest "
+        "emergency checkpoint are kept",
+        cfg.keep_last,
+    )

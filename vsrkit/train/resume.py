@@ -37,6 +37,7 @@ from vsrkit.train.errors import ResumeError
 
 __all__ = [
     "ResumeError",
+    "ResumePoint",
     "Resumed",
     "ResumedSettings",
     "SettingRow",
@@ -45,6 +46,8 @@ __all__ = [
     "resolve_run_dir",
     "resume_block",
     "resume_config",
+    "start_resume",
+    "undo_new_folders",
 ]
 
 logger = logging.getLogger(__name__)
@@ -361,3 +364,58 @@ def sync_live_file(run_dir: Path, settings: ResumedSettings) -> None:
         return  # the manager reports an unusable live file itself
     if isinstance(doc, dict) and any(doc.get(k) != v for k, v in given.items()):
         atomic_write_json(path, {**doc, **given}, indent=2)
+
+
+# ---------------------------------------------------------------------- the recipe's resume
+
+
+@dataclasses.dataclass(frozen=True)
+class ResumePoint:
+    """Where a resumed run starts: the checkpoint's step and file, its state (current layout,
+    see :mod:`vsrkit.train.state`) and the settings the run uses."""
+
+    step: int
+    path: Path | None
+    state: dict[str, Any]
+    settings: ResumedSettings
+
+
+def start_resume(
+    cfg: TrainConfig, ckpts: CheckpointManager | None, run_dir: Path, ctx: DistContext
+) -> ResumePoint | None:
+    """Load the checkpoint ``--resume`` names and merge the settings (``None``: start fresh).
+
+    Raises:
+        ResumeError: See :func:`resolve_resume`; a checkpoint layout this version cannot
+            continue; ``--steps`` before the checkpoint's step.
+    """
+    from vsrkit.train.state import read_train_state
+
+    resume = resolve_resume(cfg, ckpts, run_dir, ctx)
+    if resume is None:
+        return None
+    where = str(resume.path or f"the checkpoint of step {resume.step}")
+    state = read_train_state(resume.state, step=resume.step, where=where)
+    name = state["train"].get("runtime_snapshot")
+    snapshot = read_snapshot(run_dir, resume.step, name) if ctx.is_main else None
+    settings = resume_config(cfg, state["train"].get("config"), ctx.broadcast(snapshot))
+    if settings.config.steps < resume.step:
+        raise ResumeError(
+            f"--steps {settings.config.steps} is before the checkpoint's step {resume.step}; "
+            "give a larger --steps to train on"
+        )
+    return ResumePoint(resume.step, resume.path, state, settings)
+
+
+def undo_new_folders(
+    ckpts: CheckpointManager | None, handlers: list[logging.Handler], new_dirs: list[Path]
+) -> None:
+    """After a failed ``--resume``: close what was opened and remove the folders this run
+    created, so no skeleton run folder is left behind."""
+    if ckpts is not None:
+        ckpts.close()
+    for h in handlers:  # closed before the folders are looked at
+        h.close()
+    for path in new_dirs:
+        if path.is_dir() and not any(path.iterdir()):
+            path.rmdir()

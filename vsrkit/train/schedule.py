@@ -24,11 +24,14 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["WarmupCosine"]
+__all__ = ["WarmupCosine", "resumed_schedule", "schedule_note"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,3 +114,76 @@ class WarmupCosine:
         if not isinstance(state, Mapping) or not {"base_lr", "total_steps"} <= set(state):
             raise ValueError(f"not a WarmupCosine state: {state!r}")
         return cls(**{k: v for k, v in state.items() if k in names})
+
+
+def resumed_schedule(
+    saved: Mapping[str, Any] | None, config: Mapping[str, Any], fresh: WarmupCosine, step: int
+) -> tuple[WarmupCosine, str | None]:
+    """The schedule a run resumed at ``step`` follows, and a line that says how it changed.
+
+    ``saved`` is the schedule state of the checkpoint (older checkpoints: ``None``, then the
+    curve is rebuilt from the checkpoint's ``config``); ``fresh`` is the schedule of this
+    invocation's settings, whose shape takes over from ``step`` without a jump.
+
+    Example:
+        >>> old = WarmupCosine(1e-3, 10, 100, final_lr=1e-5)
+        >>> new, note = resumed_schedule(old.state_dict(), {}, WarmupCosine(1e-3, 10, 200,
+        ...                              final_lr=1e-5), 60)
+        >>> new.lr(60) == old.lr(60), note.startswith("LR schedule (steps 100 -> 200)")
+        (True, True)
+    """
+    before = _saved_schedule(saved, config, fresh)
+    after = before.continued(
+        step, base_lr=fresh.base_lr, warmup_steps=fresh.warmup_steps, total_steps=fresh.total_steps
+    )
+    return after, (None if after == before else schedule_note(before, after, step))
+
+
+def _saved_schedule(
+    saved: Mapping[str, Any] | None, config: Mapping[str, Any], fallback: WarmupCosine
+) -> WarmupCosine:
+    """The LR schedule a checkpoint ran on (older checkpoints: rebuilt from their settings)."""
+    if saved is not None:
+        try:
+            return WarmupCosine.from_state(saved)
+        except (TypeError, ValueError):
+            logger.warning("the checkpoint's LR schedule is unreadable; rebuilt from its settings")
+    try:
+        return WarmupCosine(
+            float(config["lr"]),
+            int(config["warmup_steps"]),
+            int(config["steps"]),
+            final_lr=float(config["min_lr"]),
+        )
+    except (KeyError, TypeError, ValueError):
+        return fallback
+
+
+def schedule_note(old: WarmupCosine, new: WarmupCosine, step: int) -> str:
+    """One line on how a resume with other schedule settings continues the LR (no jump)."""
+    changed = [
+        f"{name} {getattr(old, attr):g} -> {getattr(new, attr):g}"
+        for name, attr in (
+            ("steps", "total_steps"),
+            ("lr", "base_lr"),
+            ("warmup_steps", "warmup_steps"),
+        )
+        if getattr(old, attr) != getattr(new, attr)
+    ]
+    lr0 = old.lr(step)
+    if step < new.warmup_steps:
+        shape = f"warms up from {lr0:.2e} to {new.base_lr:.2e} at step {new.warmup_steps}, then"
+    else:
+        shape = f"continues from {lr0:.2e} at step {step} and"
+        if new.base_lr != old.base_lr:
+            shape = f"(lr only shapes the warm-up, which is over) {shape}"
+    note = (
+        f"LR schedule ({', '.join(changed)}): the LR {shape} decays by a cosine to "
+        f"{new.final_lr:.2e} at step {new.total_steps}, without a jump"
+    )
+    if old.lr(step) <= old.final_lr * (1 + 1e-9) and new.total_steps > old.total_steps:
+        note += (
+            "; the old schedule had ended, so the added steps run at its final LR "
+            "(raise min_lr live with `vsrkit config set` to train on faster)"
+        )
+    return note
