@@ -28,11 +28,58 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "file_mode",
     "fsync_dir",
+    "remove_temp_files",
 ]
 
 #: Prefix of the temporary files; listings skip names that start with it.
 TEMP_PREFIX = ".tmp-"
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where the system allows (Linux)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: read by setting it, and put it back at once
+    os.umask(mask)
+    return mask
+
+
+def remove_temp_files(directory: str | os.PathLike[str], names: str = "*") -> list[Path]:
+    """Delete the temporary files that atomic writes of files named like ``names`` (a glob)
+    left in ``directory`` when they were killed mid-way; returns the paths removed.
+
+    Only for the one process that writes there: a live writer's temporary file would go too.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (d / ".tmp-out.mp4.x1y2").write_bytes(b"half a video")
+        >>> [p.name for p in remove_temp_files(d, "out.mp4")]
+        ['.tmp-out.mp4.x1y2']
+    """
+    removed = []
+    for p in Path(directory).glob(f"{TEMP_PREFIX}{names}.*"):
+        with contextlib.suppress(OSError):
+            if p.is_file():
+                p.unlink()
+                removed.append(p)
+    return removed
+
+
+def file_mode() -> int:
+    """Permissions of a new file as ``open()`` would give it (``0o666`` less the umask).
+
+    ``tempfile.mkstemp`` makes its files ``0o600``; the atomic writers give the final file the
+    usual permissions instead, so results are as readable as any other file the user writes.
+    """
+    return 0o666 & ~_umask()
 
 
 def fsync_dir(directory: str | os.PathLike[str]) -> None:
@@ -70,6 +117,8 @@ def atomic_open(
     target = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX + target.name + ".", dir=target.parent)
     try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, file_mode())
         kwargs: dict[str, Any] = {} if mode == "wb" else {"encoding": "utf-8", "newline": "\n"}
         with os.fdopen(fd, mode, **kwargs) as fh:
             yield fh

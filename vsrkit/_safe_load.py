@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -65,9 +66,17 @@ def load_torch_file(path: str | os.PathLike[str], *, map_location: Any = "cpu") 
     if not p.is_file():
         raise UnreadableFileError(p, "missing", "no such file")
     try:
-        return torch.load(p, map_location=map_location, weights_only=True)
-    except OSError as exc:
+        with warnings.catch_warnings():  # torch warns about some files before it refuses them
+            warnings.simplefilter("ignore")
+            return torch.load(p, map_location=map_location, weights_only=True)
+    except (PermissionError, IsADirectoryError) as exc:
         raise UnreadableFileError(p, "os", f"cannot be read ({exc.strerror or exc})") from exc
+    except OSError as exc:  # EINVAL, EIO ... from a truncated or overwritten file
+        raise UnreadableFileError(
+            p,
+            "damaged",
+            f"not a readable PyTorch file (truncated or damaged: {exc.strerror or exc})",
+        ) from exc
     except pickle.UnpicklingError as exc:
         match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
         if match or "Unsupported global" in str(exc):

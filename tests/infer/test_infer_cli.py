@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from tests.infer.conftest import child_env
 from vsrkit.cli import cli
 from vsrkit.infer import load_model, read_frame, write_png
+from vsrkit.infer.frames import png_text
 from vsrkit.vsr import SyntheticVideoDataset, build_model
 
 
@@ -27,8 +28,8 @@ def run(*args: str) -> tuple[int, str]:
 
 def one_line_error(output: str) -> str:
     assert "Traceback" not in output
-    lines = [ln for ln in output.splitlines() if ln.startswith("Error")]
-    assert len(lines) == 1, output
+    lines = [ln for ln in output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), output  # no usage text
     return lines[0]
 
 
@@ -74,6 +75,8 @@ def test_upscale_a_folder_gives_the_whole_clip_output_in_natural_order(
     assert code == 0, text
     assert "upscaled 12 frame(s) (14x10 -> 56x40)" in text
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{i}.png" for i in range(1, 13))
+    made_by = json.loads(png_text(out / "1.png")["vsrkit"])  # checked by --skip-existing
+    assert made_by["model"].endswith(".pth") and made_by["step"] == 10
     model = load_model(trained_run, device="cpu")
     clip = torch.stack([read_frame(lr_frames / f"{i}.png") for i in range(1, 13)]).float() / 255
     with torch.no_grad():
@@ -182,8 +185,30 @@ def bad_inputs(tmp: Path, run_dir: Path, lr: Path) -> list[tuple[list[object], i
         write_png(data / "GT" / "c" / f"{i}.png", torch.rand(3, 44, 44))
         write_png(data / "LR" / "c" / f"{i}.png", torch.rand(3, 12, 12))
     out = tmp / "out"
+    collide = tmp / "collide"  # 1.png and 1.jpg would both be written as 1.png
+    collide.mkdir()
+    write_png(collide / "1.png", torch.rand(3, 8, 8))
+    (collide / "1.jpg").write_bytes((collide / "1.png").read_bytes())
+    write_png(collide / "2.png", torch.rand(3, 8, 8))
+    full = tmp / "full"
+    full.mkdir()
+    (full / "x.png").write_bytes(b"")
+    same = tmp / "r.json"
     return [
-        (["upscale", run_dir, empty, out], 1, "no frames (.png, .jpg, .jpeg) and no clip folders"),
+        (["upscale", run_dir, empty, out], 1, "no frames (.png .jpg .jpeg .bmp .tif .tiff .webp)"),
+        (["upscale", run_dir, collide, out], 1, "and 1.png share the name '1'"),
+        (["upscale", run_dir, lr, tmp / "o.webm"], 2, ".webm is not a video format vsrkit"),
+        (["upscale", run_dir, lr, tmp / "o.mp4", "--fps", "1e9"], 2, "--fps"),
+        (["upscale", run_dir, lr, tmp / "o.mp4", "--fps", "nan"], 2, "not a finite number"),
+        (["upscale", run_dir, lr, out, "--host-budget-gb", "inf"], 2, "not a finite number"),
+        (["upscale", run_dir, lr, out, "--spill-dir", tmp / "nope"], 2, "does not exist"),
+        (["eval", run_dir, "--out", same, "--csv", same], 2, "are the same file"),
+        (
+            ["eval", run_dir, "--data", data, "--save-frames", data / "GT" / "c"],
+            2,
+            "is inside the test data",
+        ),
+        (["eval", run_dir, "--save-frames", full], 2, "is not empty"),
         (["upscale", run_dir, mixed, out], 1, "2.png is 8x9 (h x w), but 1.png is 8x8"),
         (["upscale", run_dir, video, tmp / "v.mp4"], 1, "broken.mp4: not a readable video"),
         (["upscale", bare, lr, out], 1, "no model config in the checkpoint"),
@@ -238,7 +263,8 @@ def test_a_bad_input_in_a_real_process_prints_no_traceback(
     )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
-        f"Error: {tmp_path / 'empty'}: no frames (.png, .jpg, .jpeg) and no clip folders in it"
+        f"Error: {tmp_path / 'empty'}: no frames (.png .jpg .jpeg .bmp .tif .tiff .webp) and "
+        "no clip folders in it"
     ]
 
 

@@ -7,10 +7,12 @@ when used, so ``vsrkit --help`` starts fast and never imports torch. A
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import logging
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import click
@@ -50,6 +52,38 @@ class LazyGroup(click.Group):
             return None
         command: click.Command = getattr(importlib.import_module(module_name), attr)
         return command
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """As click's, but a command-line mistake is one line (``Error: ... (see 'vsrkit X
+        --help')``, exit code 2) instead of the usage text and a hint."""
+        run = functools.partial(
+            super().main, args, prog_name, complete_var, standalone_mode=False, **extra
+        )
+        if not standalone_mode:
+            return run()
+        try:
+            result: Any = run()
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else "vsrkit"
+            click.echo(f"Error: {exc.format_message()} (see '{where} --help')", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        except (EOFError, KeyboardInterrupt):
+            click.echo(err=True)
+            sys.exit(130)
+        sys.exit(result if isinstance(result, int) else 0)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # Short help from the table above, so `--help` imports no command module.

@@ -10,13 +10,15 @@ output inside the input, an output that exists without ``--overwrite``/``--skip-
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
 import os
+import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,7 +29,14 @@ from vsrkit.errors import VsrkitError
 __all__ = ["eval_cmd", "upscale"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+SMALL_TILE = 32  # LR pixels: smaller tiles get a warning
 _SOURCE = click.Path(exists=True, path_type=Path)
+
+
+def _finite(_ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number", param=param)
+    return value
 
 
 def _which(value: str | None) -> str | None:
@@ -78,12 +87,13 @@ def inference_options(func: F) -> F:
         click.option(
             "--host-budget-gb",
             type=click.FloatRange(min=0),
+            callback=_finite,
             help="Host memory for per-frame features before they spill to disk "
             "(default: a quarter of RAM, at most 4).",
         ),
         click.option(
             "--spill-dir",
-            type=click.Path(file_okay=False, path_type=Path),
+            type=click.Path(exists=True, file_okay=False, path_type=Path),
             help="Folder of the spill file (default: the system temp folder).",
         ),
         click.option(
@@ -127,6 +137,12 @@ def _upscale_options(o: dict[str, Any], progress: Any) -> dict[str, Any]:
             f"tile {o['tile'][0]}x{o['tile'][1]} must be larger than the overlap "
             f"{o['tile_overlap']}",
             param_hint="--tile/--tile-overlap",
+        )
+    if o["tile"] is not None and min(o["tile"]) < SMALL_TILE:
+        click.echo(
+            f"warning: tiles of {o['tile'][0]}x{o['tile'][1]} are small: every tile propagates "
+            f"on its own, so tiles under {SMALL_TILE} px are slow and lose quality",
+            err=True,
         )
     device = None if o["device"] == "auto" else o["device"]
     cuda = torch.cuda.is_available() if device is None else device == "cuda"
@@ -242,9 +258,32 @@ def _peak_rss() -> str:
         return "unknown"
 
 
-def _interrupted(what: str) -> None:
-    click.echo(f"\ninterrupted: {what}", err=True)
-    sys.exit(130)
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: what was written is kept, temporary files removed."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block SIGTERM raises :class:`_Terminated` (main thread only)."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise _Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave SIGTERM alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupted(what: str, exc: BaseException | None = None) -> None:
+    terminated = isinstance(exc, _Terminated)
+    click.echo(f"\n{'terminated' if terminated else 'interrupted'}: {what}", err=True)
+    sys.exit(143 if terminated else 130)
 
 
 # ---- vsrkit eval ----------------------------------------------------------------------------
@@ -296,7 +335,14 @@ def _writable_file(path: Path, flag: str) -> None:
         raise click.BadParameter(f"folder {path.parent} does not exist", param_hint=flag)
 
 
-@click.command("eval")
+EXIT_CODES = (
+    "Exit codes: 0 done; 1 bad input (a damaged checkpoint, unreadable frames or video, a "
+    "full disk); 2 a bad command line (flags, paths, an output that exists); 130 interrupted, "
+    "143 terminated (what was written is kept). Each error is one line."
+)
+
+
+@click.command("eval", epilog=EXIT_CODES)
 @click.argument("checkpoint_or_run", type=_SOURCE, required=False)
 @click.option(
     "--data",
@@ -330,6 +376,7 @@ def _writable_file(path: Path, flag: str) -> None:
     help="Write the model's output frames as PNG into <DIR>/<clip>/.",
 )
 @inference_options
+@_sigterm_as_interrupt()
 def eval_cmd(
     checkpoint_or_run: Path | None,
     data: str | None,
@@ -362,6 +409,19 @@ def eval_cmd(
     for path, flag in ((out, "--out"), (csv_path, "--csv")):
         if path is not None:
             _writable_file(path, flag)
+    if out is not None and csv_path is not None and out.resolve() == csv_path.resolve():
+        raise click.BadParameter(f"--out and --csv are the same file {out}", param_hint="--csv")
+    if save_frames is not None:
+        if data not in (None, "synthetic") and _inside(save_frames, Path(str(data))):
+            raise click.BadParameter(
+                f"{save_frames} is inside the test data {data}; write somewhere else",
+                param_hint="--save-frames",
+            )
+        if save_frames.is_dir() and any(save_frames.iterdir()):
+            raise click.BadParameter(
+                f"{save_frames} is not empty; give a new or empty folder",
+                param_hint="--save-frames",
+            )
     progress = _Progress(o["quiet"])
     try:
         options = _upscale_options(o, progress)
@@ -383,9 +443,13 @@ def eval_cmd(
     except VsrkitError as exc:
         progress.done()
         raise click.ClickException(str(exc)) from exc
-    except KeyboardInterrupt:
+    except OSError as exc:  # --save-frames into a folder that cannot be written
         progress.done()
-        _interrupted("nothing scored")
+        where = exc.filename or save_frames
+        raise click.ClickException(f"cannot write {where}: {exc.strerror or exc}") from exc
+    except KeyboardInterrupt as exc:
+        progress.done()
+        _interrupted("nothing scored", exc)
     progress.done()
     result.info.update(
         checkpoint=str(ckpt.path) if ckpt.path else None,
@@ -427,13 +491,54 @@ def _existing_frames(folder: Path) -> int:
     return len(list_frames(folder)) if folder.is_dir() else 0
 
 
+def _provenance(ckpt: Any, o: dict[str, Any]) -> str:
+    """What decides the output frames' values (the model and the options that change them),
+    as the text every output PNG carries (``vsrkit`` chunk), so ``--skip-existing`` never mixes
+    the frames of two models."""
+    import json
+
+    return json.dumps(
+        {
+            "model": str(ckpt.path.resolve()) if ckpt.path is not None else None,
+            "step": ckpt.step,
+            **{k: o[k] for k in ("tile_overlap", "segment", "half", "store_fp16")},
+            "tile": list(o["tile"]) if o["tile"] else None,
+        },
+        sort_keys=True,
+    )
+
+
+def _check_provenance(frames: list[Path], mine: str) -> None:
+    """Refuse to continue frames that another model or other options made."""
+    import json
+
+    from vsrkit.infer.frames import png_text
+
+    for path in frames:
+        theirs = png_text(path).get("vsrkit")
+        if theirs is None or theirs == mine:
+            continue
+        try:
+            old, new = json.loads(theirs), json.loads(mine)
+            diff = ", ".join(
+                f"{k} {old.get(k)!r} -> {v!r}" for k, v in new.items() if old.get(k) != v
+            )
+        except (ValueError, AttributeError):
+            diff = "unknown model"
+        raise click.BadParameter(
+            f"{path} was made differently ({diff}); use --overwrite to replace the frames, or "
+            "the same model and options to continue",
+            param_hint="--skip-existing",
+        )
+
+
 def _open_input(folder: Path) -> Any:
     from vsrkit.infer import FrameFolder
 
     return FrameFolder(folder)
 
 
-@click.command("upscale")
+@click.command("upscale", epilog=EXIT_CODES)
 @click.argument(
     "paths",
     nargs=-1,
@@ -449,10 +554,12 @@ def _open_input(folder: Path) -> Any:
 @click.option("--overwrite", is_flag=True, help="Replace output that already exists.")
 @click.option(
     "--fps",
-    type=click.FloatRange(min=0, min_open=True),
+    type=click.FloatRange(min=0, max=1000, min_open=True),  # vsrkit.infer.video.MAX_FPS
+    callback=_finite,
     help="Frame rate of a video made from frames (default: the input video's, else 25).",
 )
 @inference_options
+@_sigterm_as_interrupt()
 def upscale(
     paths: tuple[Path, ...],
     skip_existing: bool,
@@ -516,6 +623,13 @@ def upscale(
         )
     if to_video and not output.parent.is_dir():
         raise click.BadParameter(f"folder {output.parent} does not exist", param_hint="OUTPUT")
+    if not to_video and not output.exists() and output.suffix:
+        raise click.BadParameter(
+            f"{output}: {output.suffix} is not a video format vsrkit writes "
+            f"({' '.join(VIDEO_EXTENSIONS)}); for PNG frames give a folder name without an "
+            "extension, or an existing folder",
+            param_hint="OUTPUT",
+        )
 
     progress = _Progress(o["quiet"])
     written = skipped = 0
@@ -528,6 +642,12 @@ def upscale(
             clips = [(name, _open_input(folder)) for name, folder in find_clips(input_path)]
         else:
             clips = [("", VideoReader(input_path))]
+            if clips[0][1].has_audio:
+                click.echo(
+                    f"note: {input_path} has audio, which is not copied (vsrkit writes video "
+                    "only; ffmpeg -i UPSCALED -i INPUT -map 0:v -map 1:a -c copy OUT adds it)",
+                    err=True,
+                )
         if to_video and len(clips) > 1:
             raise click.BadParameter(
                 f"{input_path} holds {len(clips)} clips; give an output folder", param_hint="OUTPUT"
@@ -552,6 +672,8 @@ def upscale(
         from vsrkit.infer import Upscaler
         from vsrkit.infer.frames import is_complete_png, remove_partial_frames, write_png
         from vsrkit.infer.video import VideoWriter
+
+        made_by = _provenance(ckpt, o)
 
         upscaler = Upscaler(model, **options)
         scale = upscaler.scale
@@ -582,11 +704,12 @@ def upscale(
                 hr = (h * scale, w * scale)
                 known = len(names) or _existing_frames(folder)
                 done = {i for i in range(known) if is_complete_png(target(i), hr)}
+                _check_provenance([target(i) for i in sorted(done)[:1]], made_by)
                 if names and len(done) == len(names):
                     skipped += len(done)
                     continue
             for i, frame in upscaler.stream(reader, skip=done.__contains__):
-                write_png(target(i), frame)
+                write_png(target(i), frame, text={"vsrkit": made_by})
                 written += 1
             skipped += len(done)
             spilled = max(spilled, upscaler.stats.spill_bytes)
@@ -596,13 +719,20 @@ def upscale(
     except VsrkitError as exc:
         progress.done()
         raise click.ClickException(str(exc)) from exc
-    except KeyboardInterrupt:
+    except OSError as exc:  # a folder that cannot be made, a full disk
+        progress.done()
+        where = exc.filename or output
+        raise click.ClickException(f"cannot write {where}: {exc.strerror or exc}") from exc
+    except KeyboardInterrupt as exc:
         progress.done()
         if to_video:
-            _interrupted(f"{written} frames encoded; no video written (nothing is left half-done)")
+            _interrupted(
+                f"{written} frames encoded; no video written (nothing is left half-done)", exc
+            )
         _interrupted(
             f"{written} frames written to {output}; continue with the same command and "
-            "--skip-existing"
+            "--skip-existing",
+            exc,
         )
     progress.done()
     seconds = time.perf_counter() - started

@@ -19,12 +19,13 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from vsrkit._atomic import TEMP_PREFIX, atomic_write_bytes
+from vsrkit._atomic import TEMP_PREFIX, atomic_write_bytes, remove_temp_files
 from vsrkit.infer.errors import InferenceError
 from vsrkit.vsr.folders import natural_key
 
@@ -36,6 +37,7 @@ __all__ = [
     "list_frames",
     "natural_key",
     "png_bytes",
+    "png_text",
     "read_frame",
     "remove_partial_frames",
     "write_png",
@@ -74,14 +76,33 @@ def _image_size(path: Path) -> tuple[int, int]:
     return h, w
 
 
+def _to_rgb8(img: Any) -> np.ndarray:
+    """8-bit RGB ``(h, w, 3)`` of a Pillow image of any mode.
+
+    16- and 32-bit grey (``I;16``, ``I``) are scaled to 8 bits (Pillow's own RGB conversion
+    would clip them to white); alpha is dropped (the frame is taken as if opaque).
+    """
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        grey = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or grey.max(initial=0) > 255 else 255.0
+        grey8 = np.clip(np.round(grey * (255.0 / top)), 0, 255).astype(np.uint8)
+        return np.repeat(grey8[:, :, None], 3, axis=2)
+    if img.mode == "F":
+        grey = np.asarray(img, dtype=np.float64)
+        grey8 = np.clip(np.round(grey * 255.0), 0, 255).astype(np.uint8)  # floats in [0, 1]
+        return np.repeat(grey8[:, :, None], 3, axis=2)
+    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
 def read_frame(path: str | os.PathLike[str]) -> Tensor:
-    """An image as a ``(3, h, w)`` uint8 tensor (RGB; grey and alpha are converted)."""
+    """An image as a ``(3, h, w)`` uint8 tensor (RGB; grey, 16-bit grey and alpha are
+    converted)."""
     from PIL import Image, UnidentifiedImageError
 
     p = Path(path)
     try:
         with Image.open(p) as img:
-            arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
+            arr = _to_rgb8(img)
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise InferenceError(f"{p}: not a readable image ({exc})") from None
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
@@ -122,8 +143,16 @@ class FrameFolder:
         self.paths = list_frames(self.folder)
         if not self.paths:
             raise InferenceError(
-                f"{self.folder}: no frames in it (expected {', '.join(FRAME_EXTENSIONS[:3])} files)"
+                f"{self.folder}: no frames in it (expected {' '.join(FRAME_EXTENSIONS)} files)"
             )
+        seen: dict[str, Path] = {}
+        for p in self.paths:  # output frames are named by the stem: two inputs, one output
+            other = seen.setdefault(p.stem, p)
+            if other is not p:
+                raise InferenceError(
+                    f"{other} and {p.name} share the name {p.stem!r}: their outputs would "
+                    "overwrite each other; rename or move one"
+                )
         self.size = _image_size(self.paths[0])
         if self.check_sizes:
             for p in self.paths[1:]:
@@ -203,28 +232,47 @@ def find_clips(folder: str | os.PathLike[str]) -> list[tuple[str, Path]]:
     clips = [(p.name, p) for p in _subfolders(root) if _has_frames(p)]
     if not clips:
         raise InferenceError(
-            f"{root}: no frames ({', '.join(FRAME_EXTENSIONS[:3])}) and no clip folders in it"
+            f"{root}: no frames ({' '.join(FRAME_EXTENSIONS)}) and no clip folders in it"
         )
     return clips
 
 
-def png_bytes(frame: Tensor) -> bytes:
-    """PNG encoding of a ``(3, h, w)`` frame (float in [0, 1], clamped, or uint8)."""
-    from PIL import Image
+def png_bytes(frame: Tensor, text: dict[str, str] | None = None) -> bytes:
+    """PNG encoding of a ``(3, h, w)`` frame (float in [0, 1], clamped, or uint8), with
+    ``text`` as ``tEXt`` chunks."""
+    from PIL import Image, PngImagePlugin
 
     if frame.dtype != torch.uint8:
         frame = (frame.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8)
     arr = frame.cpu().permute(1, 2, 0).contiguous().numpy()
+    info = None
+    if text:
+        info = PngImagePlugin.PngInfo()
+        for key, value in text.items():
+            info.add_text(key, value)
     buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG", compress_level=1)
+    Image.fromarray(arr).save(buf, format="PNG", compress_level=1, pnginfo=info)
     return buf.getvalue()
 
 
-def write_png(path: str | os.PathLike[str], frame: Tensor) -> None:
+def png_text(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The ``tEXt`` chunks of a PNG (``{}`` for an unreadable file or none)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return {str(k): str(v) for k, v in getattr(img, "text", {}).items()}
+    except (OSError, UnidentifiedImageError, ValueError):
+        return {}
+
+
+def write_png(
+    path: str | os.PathLike[str], frame: Tensor, *, text: dict[str, str] | None = None
+) -> None:
     """Write a frame as PNG atomically (a reader never sees half a file)."""
     p = Path(path)
     try:
-        atomic_write_bytes(p, png_bytes(frame), fsync=False)
+        atomic_write_bytes(p, png_bytes(frame, text), fsync=False)
     except OSError as exc:
         raise InferenceError(f"cannot write {p}: {exc.strerror or exc}") from None
 
@@ -232,14 +280,7 @@ def write_png(path: str | os.PathLike[str], frame: Tensor) -> None:
 def remove_partial_frames(folder: str | os.PathLike[str]) -> int:
     """Delete the temporary files that :func:`write_png` calls killed mid-way left in
     ``folder``; returns how many. Only for the one process that writes there."""
-    removed = 0
-    for p in Path(folder).glob(f"{TEMP_PREFIX}*.png.*"):
-        try:
-            p.unlink()
-            removed += 1
-        except OSError:
-            pass
-    return removed
+    return len(remove_temp_files(folder, "*.png"))
 
 
 def is_complete_png(path: str | os.PathLike[str], size: tuple[int, int] | None = None) -> bool:

@@ -51,6 +51,9 @@ __all__ = ["StreamStats", "Upscaler", "default_channels_last", "upscale_frames"]
 
 logger = logging.getLogger(__name__)
 
+#: How far float frames may stray outside [0, 1] (resampling overshoot) before they are refused.
+FLOAT_SLACK = 0.05
+
 #: ``progress(phase, index)`` is called after each frame of each pass: ``"read"``,
 #: ``"backward"``, ``"forward"``, with the frame's index in the whole input.
 ProgressFn = Callable[[str, int], None]
@@ -105,7 +108,15 @@ def _as_frame(raw: Any, index: int) -> Tensor:
         return t
     if not t.is_floating_point():
         raise InferenceError(f"frame {index}: expected uint8 or float values, got {t.dtype}")
-    return t.float()
+    t = t.float()
+    if t.numel():
+        lo, hi = float(t.min()), float(t.max())
+        if not (lo >= -FLOAT_SLACK and hi <= 1.0 + FLOAT_SLACK):  # also NaN
+            raise InferenceError(
+                f"frame {index}: float values from {lo:g} to {hi:g}; float frames must be in "
+                "[0, 1] (divide 8-bit values by 255, or give uint8)"
+            )
+    return t
 
 
 class _Outputs:
@@ -236,8 +247,8 @@ class Upscaler:
         """Upscale ``frames`` in order; yields ``(index, frame)`` as each output exists.
 
         Args:
-            frames: ``(3, h, w)`` tensors (float in [0, 1], or uint8) or ``(h, w, 3)`` uint8
-                arrays, all of one size; any iterable, read once.
+            frames: ``(3, h, w)`` tensors or ``(h, w, 3)`` arrays, uint8 or float in [0, 1],
+                all of one size; any iterable, read once.
             skip: ``skip(index)`` true: that output is not wanted (it is still propagated
                 through, since later frames depend on it, but not reconstructed or yielded).
 

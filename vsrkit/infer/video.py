@@ -27,10 +27,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vsrkit._atomic import atomic_open
+from vsrkit._atomic import atomic_open, remove_temp_files
 from vsrkit.infer.errors import InferenceError, VideoSupportMissing
 
-__all__ = ["VIDEO_EXTENSIONS", "VideoReader", "VideoWriter", "is_video_path"]
+__all__ = ["MAX_FPS", "VIDEO_EXTENSIONS", "VideoReader", "VideoWriter", "is_video_path"]
+
+#: The highest frame rate written (players and containers refuse absurd ones).
+MAX_FPS = 1000
 
 #: File extensions read and written as video (container format for PyAV).
 VIDEO_EXTENSIONS: dict[str, str] = {".mp4": "mp4", ".mkv": "matroska", ".mov": "mov", ".avi": "avi"}
@@ -67,6 +70,7 @@ class VideoReader:
         size: ``(h, w)`` of the frames.
         declared_frames: the number of frames the container declares, ``None`` if unknown
             (Matroska: then its duration times the rate, less 1%, is the least expected).
+        has_audio: the file has an audio stream (vsrkit reads and writes video only).
 
     Raises:
         VideoSupportMissing: PyAV is not installed.
@@ -82,7 +86,11 @@ class VideoReader:
         try:
             with av.open(str(self.path)) as container:
                 if not container.streams.video:
-                    raise InferenceError(f"{self.path}: has no video stream")
+                    raise InferenceError(
+                        f"{self.path}: has no video stream (audio only, or a truncated or "
+                        "damaged file)"
+                    )
+                self.has_audio = bool(container.streams.audio)
                 stream = container.streams.video[0]
                 ctx = stream.codec_context
                 self.size = (int(ctx.height), int(ctx.width))
@@ -171,8 +179,8 @@ class VideoWriter:
             raise InferenceError(
                 f"{self.path}: unknown video extension; use one of {', '.join(VIDEO_EXTENSIONS)}"
             )
-        if float(fps) <= 0:
-            raise InferenceError(f"frame rate must be > 0, got {fps}")
+        if not 0 < float(fps) <= MAX_FPS:  # also refuses NaN
+            raise InferenceError(f"frame rate must be in (0, {MAX_FPS}] frames/s, got {fps}")
         self.format = fmt
         self.fps = Fraction(fps).limit_denominator(1_000_000)
         self.crf = int(crf)
@@ -183,6 +191,7 @@ class VideoWriter:
         self._size: tuple[int, int] | None = None
 
     def __enter__(self) -> VideoWriter:
+        remove_temp_files(self.path.parent, self.path.name)  # left by a killed earlier run
         self._atomic = atomic_open(self.path, "wb")
         fh = self._atomic.__enter__()
         try:
@@ -220,7 +229,10 @@ class VideoWriter:
             )
         arr = np.ascontiguousarray(frame.cpu().permute(1, 2, 0).numpy())
         video_frame = self._av.VideoFrame.from_ndarray(arr, format="rgb24")
-        self._container.mux(self._stream.encode(video_frame))
+        try:
+            self._container.mux(self._stream.encode(video_frame))
+        except (OSError, self._av.error.FFmpegError) as exc:  # a full disk, a file size limit
+            raise InferenceError(f"cannot write {self.path}: {_av_message(exc)}") from None
         self.frames += 1
 
     def __exit__(
@@ -234,8 +246,13 @@ class VideoWriter:
             if exc_type is None:
                 if self._stream is None:
                     raise InferenceError(f"{self.path}: no frames to write")
-                self._container.mux(self._stream.encode(None))  # flush the encoder
-            self._container.close()
+                try:
+                    self._container.mux(self._stream.encode(None))  # flush the encoder
+                    self._container.close()
+                except (OSError, self._av.error.FFmpegError) as err:
+                    raise InferenceError(f"cannot write {self.path}: {_av_message(err)}") from None
+            else:
+                self._container.close()
         except BaseException:
             if exc_type is None:  # a failure while finishing: remove the temp file, raise
                 with contextlib.suppress(Exception):
