@@ -359,7 +359,13 @@ def test_weights_flag_mistakes_are_one_line(
     code, out = run("eval")
     assert code == 2 and "--weights FILE" in one_line_error(out)
     code, out = run("eval", "--weights", basicsr_file, "--which", "best")
-    assert code == 2 and "--which is for CHECKPOINT_OR_RUN" in one_line_error(out)
+    assert code == 2 and "--which is for a run folder" in one_line_error(out)
+    code, out = run("eval", "--weights", basicsr_file, "--preset", "tiny")
+    assert code == 1 and "carries its own sizes" in one_line_error(out)
+    bare = tmp_path / "bare.pth"  # a bare vsrkit state dict: --weights with its preset
+    torch.save(build_model("tiny").state_dict(), bare)
+    code, out = run("eval", "--weights", bare, "--preset", "tiny", "-q")
+    assert code == 0, out
     code, out = run("upscale", "--weights", basicsr_file, trained_run, lr_frames, tmp_path / "o")
     assert code == 2 and "expected INPUT OUTPUT after --weights" in one_line_error(out)
     code, out = run("upscale", lr_frames, tmp_path / "o")

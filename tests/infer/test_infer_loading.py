@@ -57,6 +57,19 @@ def test_a_damaged_newest_checkpoint_is_skipped_with_a_warning(
         read_checkpoint(run, which=10)  # asked for by step: an error, not a fallback
 
 
+def test_a_truncated_newest_checkpoint_is_passed_over_with_a_warning(
+    trained_run: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    newest = run / "checkpoints" / "checkpoint_step_0000010.pth"
+    newest.write_bytes(newest.read_bytes()[:1000])  # its manifest now disagrees with it
+    with caplog.at_level(logging.WARNING):
+        ckpt = read_checkpoint(run)
+    assert ckpt.step < 10
+    assert "skipping checkpoint_step_0000010.pth (its manifest disagrees" in caplog.text
+
+
 def test_a_bare_state_dict_needs_its_preset(tmp_path: Path) -> None:
     sd = build_model("small").state_dict()
     path = tmp_path / "weights.pth"

@@ -166,7 +166,7 @@ def _upscale_options(o: dict[str, Any], progress: Any) -> dict[str, Any]:
 
 
 def _model_source(source: Path | None, o: dict[str, Any]) -> None:
-    """Exactly one of CHECKPOINT_OR_RUN and --weights; no run-folder flags with --weights."""
+    """Exactly one of CHECKPOINT_OR_RUN and --weights; no run-folder flag with --weights."""
     if o["weights"] is None and source is None:
         raise click.UsageError("give CHECKPOINT_OR_RUN, or a published model with --weights FILE")
     if o["weights"] is not None:
@@ -174,9 +174,8 @@ def _model_source(source: Path | None, o: dict[str, Any]) -> None:
             raise click.UsageError(
                 f"give CHECKPOINT_OR_RUN ({source}) or --weights ({o['weights']}), not both"
             )
-        for flag, key in (("--which", "which"), ("--preset", "preset")):
-            if o[key] is not None:
-                raise click.UsageError(f"{flag} is for CHECKPOINT_OR_RUN; --weights reads its file")
+        if o["which"] is not None:
+            raise click.UsageError("--which is for a run folder; --weights reads one file")
 
 
 def _load(source: Path | None, o: dict[str, Any]) -> tuple[Any, Any]:
@@ -185,7 +184,7 @@ def _load(source: Path | None, o: dict[str, Any]) -> tuple[Any, Any]:
     from vsrkit.infer.loading import read_weights
 
     if o["weights"] is not None:
-        ckpt = read_weights(o["weights"], format=o["weights_format"])
+        ckpt = read_weights(o["weights"], format=o["weights_format"], preset=o["preset"])
     else:
         assert source is not None
         ckpt = read_checkpoint(source, which=o["which"] or "latest", preset=o["preset"])

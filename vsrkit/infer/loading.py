@@ -239,19 +239,32 @@ def _published_layout(obj: Any) -> str | None:
     return published_layout(obj)
 
 
-def read_weights(path: str | os.PathLike[str], *, format: str = "auto") -> LoadedCheckpoint:
+def read_weights(
+    path: str | os.PathLike[str], *, format: str = "auto", preset: str | None = None
+) -> LoadedCheckpoint:
     """A published BasicVSR file (BasicSR, mmagic) or a vsrkit checkpoint, as weights and an
     architecture (see :func:`vsrkit.vsr.read_pretrained`); build it with :func:`load_model`.
+
+    Args:
+        path: the file.
+        format: ``auto``, ``basicsr``, ``mmagic`` or ``vsrkit``.
+        preset: the model preset of a bare vsrkit state dict (published files carry their
+            sizes: a preset with one is an error).
 
     Raises:
         vsrkit.vsr.PretrainedWeightsError: a missing or unreadable file, or one of no known
             layout.
+        ModelLoadError: a preset given for a published file.
     """
     from vsrkit.vsr.pretrained import read_pretrained
 
     weights = read_pretrained(path, format=format)
     if weights.format == "vsrkit":
-        return read_checkpoint(path)
+        return read_checkpoint(path, preset=preset)
+    if preset is not None:
+        raise ModelLoadError(
+            f"{path}: a {weights.format} file carries its own sizes; leave out the preset"
+        )
     return LoadedCheckpoint(
         state_dict=weights.state_dict,
         architecture=weights.architecture,
@@ -285,6 +298,14 @@ def _read_folder(folder: Path, which: str | int, preset: str | None) -> LoadedCh
         raise ModelLoadError(f"{directory}: no valid checkpoint (all uncommitted or damaged)")
     if which == "latest":
         candidates = order
+        for rec in records:  # newer files a resume would not take: say why they are passed over
+            if not rec.valid and rec.step > order[0].step:
+                why = (
+                    "no manifest: a save that did not finish"
+                    if rec.status == "uncommitted"
+                    else "its manifest disagrees with the file: damaged or changed after saving"
+                )
+                logger.warning("skipping %s (%s)", rec.path.name, why)
     else:
         step = CheckpointManager(directory).best_step() if which == "best" else int(which)
         if step is None:
