@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from vsrkit._deprecated import moved
 from vsrkit._lazy import lazy_names
 from vsrkit._version import __version__
 from vsrkit.errors import VsrkitError
@@ -29,10 +30,12 @@ _LAZY: dict[str, str] = {
     "EveryNSteps": "vsrkit.checkpoint",
     "KeepTagged": "vsrkit.checkpoint",
     "AnyOf": "vsrkit.checkpoint",
-    "StopSignal": "vsrkit.loop",
+    "ResumeCandidate": "vsrkit.checkpoint",
     "capture_rng_state": "vsrkit.checkpoint",
     "restore_rng_state": "vsrkit.checkpoint",
-    "prompt_for_checkpoint": "vsrkit.checkpoint",
+    # loop
+    "LoopCore": "vsrkit.loop",
+    "StopSignal": "vsrkit.loop",
     # adaptive
     "PlateauTracker": "vsrkit.adaptive",
     "PlateauEvent": "vsrkit.adaptive",
@@ -83,10 +86,10 @@ if TYPE_CHECKING:  # pragma: no cover
         EveryNSteps,
         KeepTagged,
         LatestN,
+        ResumeCandidate,
         capture_rng_state,
         format_checkpoint_name,
         parse_checkpoint_name,
-        prompt_for_checkpoint,
         restore_rng_state,
     )
     from vsrkit.config import (  # noqa: F401
@@ -96,7 +99,7 @@ if TYPE_CHECKING:  # pragma: no cover
         SubmitResult,
         validate_config,
     )
-    from vsrkit.loop import StopSignal  # noqa: F401
+    from vsrkit.loop import LoopCore, StopSignal  # noqa: F401
     from vsrkit.monitor import ActionQueue, MonitorServer, TerminalView  # noqa: F401
     from vsrkit.stats import (  # noqa: F401
         STAT_FIELDS,
@@ -109,4 +112,12 @@ if TYPE_CHECKING:  # pragma: no cover
     )
 
 
-__getattr__, __dir__ = lazy_names(__name__, _LAZY, __all__)
+_lazy_getattr, __dir__ = lazy_names(__name__, _LAZY, __all__)
+# names that moved; they work for one more release, with a DeprecationWarning
+_moved = moved(__name__, {"prompt_for_checkpoint": "vsrkit.cli.prompt"}, stacklevel=3)
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        return _lazy_getattr(name)
+    return _moved(name)

@@ -210,7 +210,7 @@ def test_failed_overwrite_of_the_same_step_keeps_the_old_checkpoint(
 def test_manifest_write_failure_leaves_no_uncommitted_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import vsrkit.checkpoint.manager as manager_mod
+    import vsrkit.checkpoint.writer as manager_mod
 
     mgr = CheckpointManager(tmp_path)
     mgr.save(1, make_state(1))

@@ -18,12 +18,17 @@ from vsrkit.checkpoint import (
     CheckpointManager,
     CheckpointRecord,
     EveryNSteps,
+    KeepAll,
     KeepTagged,
     LatestN,
+    ResumeCandidate,
     capture_rng_state,
-    prompt_for_checkpoint,
+    prune_checkpoints,
     restore_rng_state,
+    standard_retention,
 )
+from vsrkit.checkpoint.retention import rank_best
+from vsrkit.cli.prompt import prompt_for_checkpoint
 
 from .helpers import make_state
 
@@ -186,13 +191,13 @@ def test_policies_reject_bad_counts(bad: object) -> None:
         AnyOf(3)  # type: ignore[arg-type]
 
 
-def test_manager_retention_keeps_latest_best_and_policy_after_commit(tmp_path: Path) -> None:
-    keep = AnyOf(LatestN(2), EveryNSteps(500), KeepTagged("emergency"))
+def test_manager_retention_keeps_what_the_policy_says_after_commit(tmp_path: Path) -> None:
+    keep = AnyOf(LatestN(2), EveryNSteps(500), KeepTagged("emergency"), BestN(1))
     mgr = CheckpointManager(tmp_path, keep=keep)
     quality = {100: 0.9, 200: 0.1, 300: 0.2, 400: 0.3, 500: 0.4, 600: 0.5, 700: 0.6}
     for s, q in quality.items():
         mgr.save(s, make_state(s), metrics={"quality": q}, tag="emergency" if s == 300 else None)
-    # 100 is the best (always kept), 300 tagged, 500 milestone, 600/700 latest; 200, 400 gone
+    # 100 is the best (BestN), 300 tagged, 500 milestone, 600/700 latest; 200, 400 gone
     assert [r.step for r in mgr.list()] == [100, 300, 500, 600, 700]
     assert not [
         p
@@ -207,3 +212,72 @@ def test_retention_never_deletes_uncommitted_files(tmp_path: Path) -> None:
     for s in (2, 3):
         mgr.save(s, make_state(s))
     assert [(r.step, r.status) for r in mgr.list()] == [(1, "uncommitted"), (3, "committed")]
+
+
+def test_nothing_is_kept_besides_the_policy_and_the_default_keeps_all(tmp_path: Path) -> None:
+    only = CheckpointManager(tmp_path / "a", keep=LatestN(1))
+    for s, q in ((1, 0.9), (2, 0.1), (3, 0.2)):
+        only.save(s, make_state(s), metrics={"quality": q})
+    assert [r.step for r in only.list()] == [3]  # the best (1) was not in the policy
+    assert repr(CheckpointManager(tmp_path / "b").keep) == "KeepAll()"
+    every = CheckpointManager(tmp_path / "b")
+    for s in (1, 2, 3):
+        every.save(s, make_state(s))
+    assert [r.step for r in every.list()] == [1, 2, 3]
+    assert CheckpointManager(tmp_path / "c", keep=None).keep.__class__ is KeepAll
+
+
+def test_the_resume_candidate_is_a_policy_of_its_own(tmp_path: Path) -> None:
+    mgr = CheckpointManager(tmp_path, keep=AnyOf(LatestN(1), ResumeCandidate()))
+    mgr.save(10, make_state(10))
+    mgr.save(12, make_state(12), tag="emergency")  # newer than any regular one
+    mgr.save(11, make_state(11))  # e.g. a save after resuming from an older step
+    # LatestN(1) keeps 11; the resume candidate is the emergency save of step 12
+    assert [(r.step, r.type) for r in mgr.list()] == [(11, "regular"), (12, "emergency")]
+    assert ResumeCandidate().keep([]) == set()
+
+
+@given(records_strategy, st.integers(1, 4))
+def test_best_is_defined_once(raw: list, n: int) -> None:
+    recs = [_rec(s, tag, q) for s, tag, q in raw]
+    ranked = rank_best(recs, "quality", "max")
+    assert {r.filename for r in ranked[:n]} == BestN(n).keep(recs)
+    keys = [(-(r.quality or 0.0), -r.step) for r in ranked]
+    assert keys == sorted(keys)  # best first, ties to the higher step
+    assert rank_best(recs, "quality", "min") == sorted(ranked, key=lambda r: (r.quality, -r.step))
+
+
+def test_prune_uses_the_policy_the_manager_uses(tmp_path: Path) -> None:
+    """The same folder: what prune keeps is what a manager with standard_retention keeps."""
+    saves = [
+        (100, None, 0.5), (200, None, 0.9), (300, "emergency", None), (400, None, 0.2),
+        (500, "best", 0.95), (600, None, 0.1), (700, "emergency", None), (800, None, 0.3),
+    ]  # fmt: skip
+    kept = {}
+    for how in ("manager", "prune"):
+        folder = tmp_path / how
+        keep = standard_retention(2) if how == "manager" else None
+        with CheckpointManager(folder, keep=keep, run_id="r") as mgr:
+            for s, tag, q in saves:
+                mgr.save(s, make_state(s), tag=tag, metrics={} if q is None else {"quality": q})
+        if how == "prune":
+            prune_checkpoints(folder, keep_last=2)
+        kept[how] = [(r.step, r.type) for r in CheckpointManager(folder).list()]
+    assert kept["manager"] == kept["prune"] == [
+        (500, "best"), (600, "regular"), (700, "emergency"), (800, "regular")
+    ]  # fmt: skip
+
+
+def test_the_prompt_moved_to_the_cli_and_the_old_path_warns() -> None:
+    import vsrkit
+    import vsrkit.checkpoint
+    import vsrkit.checkpoint.prompt
+    from vsrkit.cli.prompt import format_checkpoint_table
+
+    for module in (vsrkit.checkpoint, vsrkit.checkpoint.prompt):
+        with pytest.warns(DeprecationWarning, match="moved to vsrkit.cli.prompt"):
+            assert module.prompt_for_checkpoint is prompt_for_checkpoint
+        with pytest.warns(DeprecationWarning, match="moved to vsrkit.cli.prompt"):
+            assert module.format_checkpoint_table is format_checkpoint_table
+    with pytest.warns(DeprecationWarning, match="moved to vsrkit.cli.prompt"):
+        assert vsrkit.prompt_for_checkpoint is prompt_for_checkpoint

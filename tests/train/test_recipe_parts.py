@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from vsrkit.checkpoint import CheckpointManager
+from vsrkit.cli.prompt import prompt_for_checkpoint
 from vsrkit.train.config import TrainConfig, TrainConfigError
 from vsrkit.train.data import EpochBatchSampler, SeededSamples
 from vsrkit.train.distributed import DistContext
@@ -182,9 +183,10 @@ def run_with_checkpoints(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def resume(run: Path, how: str) -> int | None:
+def resume(run: Path, how: str, choose=prompt_for_checkpoint) -> int | None:
     cfg = TrainConfig.from_sources(overrides={"run_dir": str(run), "resume": how})
-    got = resolve_resume(cfg, CheckpointManager(run / "checkpoints"), run, DistContext())
+    mgr = CheckpointManager(run / "checkpoints")
+    got = resolve_resume(cfg, mgr, run, DistContext(), choose=choose)
     return None if got is None else got.step
 
 
@@ -196,6 +198,8 @@ def test_resume_choices(run_with_checkpoints: Path, monkeypatch: pytest.MonkeyPa
     assert resume(run, str(run / "checkpoints" / "checkpoint_step_0000020.pth")) == 20
     monkeypatch.setattr("sys.stdin", io.StringIO("\n"))
     assert resume(run, "ask") == 30  # Enter = newest
+    with pytest.raises(ResumeError, match="--resume ask needs someone to ask"):
+        resume(run, "ask", choose=None)
     with pytest.raises(ResumeError, match="no valid checkpoint at that step"):
         resume(run, "15")
     with pytest.raises(ResumeError, match="not a checkpoint file"):

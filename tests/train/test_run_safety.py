@@ -239,8 +239,8 @@ def test_keep_last_counts_regular_checkpoints(tiny_config: Path, tmp_path: Path)
     top = max(d["quality_ki_value"] for d in load_statistics(run))
     assert best[0].quality == pytest.approx(top, abs=1e-12)
     assert (
-        "the 2 newest regular checkpoints, the best by SSIM and the newest emergency"
-        in (run / "training.log").read_text()
+        "the 2 newest regular checkpoints, the best by SSIM, the newest emergency checkpoint "
+        "and the one a resume would pick are kept" in (run / "training.log").read_text()
     )
     # a resume without --keep-last keeps the run's own rule
     proc = run_train(tiny_config, run, "--steps", "70", "--resume", "latest")

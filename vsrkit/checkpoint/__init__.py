@@ -27,15 +27,17 @@ from vsrkit.checkpoint.names import (
     manifest_name,
     parse_checkpoint_name,
 )
-from vsrkit.checkpoint.prompt import format_checkpoint_table, prompt_for_checkpoint
 from vsrkit.checkpoint.records import CheckpointRecord, read_manifest, scan_directory
 from vsrkit.checkpoint.retention import (
     AnyOf,
     BestN,
     EveryNSteps,
+    KeepAll,
     KeepTagged,
     LatestN,
+    ResumeCandidate,
     RetentionPolicy,
+    standard_retention,
 )
 from vsrkit.checkpoint.rng import capture_rng_state, restore_rng_state
 
@@ -52,21 +54,29 @@ __all__ = [
     "CheckpointRecord",
     "CheckpointWriteError",
     "EveryNSteps",
+    "KeepAll",
     "KeepTagged",
     "LatestN",
+    "ResumeCandidate",
     "RetentionPolicy",
     "capture_rng_state",
     "format_checkpoint_name",
-    "format_checkpoint_table",
     "manifest_name",
     "parse_checkpoint_name",
-    "prompt_for_checkpoint",
     "prune_checkpoints",
     "read_manifest",
     "restore_rng_state",
     "scan_directory",
+    "standard_retention",
     "verify_checkpoint",
 ]
 
 # moved elsewhere; the old names work for one more release, with a DeprecationWarning
-__getattr__ = moved(__name__, {"StopSignal": "vsrkit.loop"})
+__getattr__ = moved(
+    __name__,
+    {
+        "StopSignal": "vsrkit.loop",
+        "format_checkpoint_table": "vsrkit.cli.prompt",
+        "prompt_for_checkpoint": "vsrkit.cli.prompt",
+    },
+)

@@ -6,8 +6,8 @@ import logging
 import os
 
 from vsrkit.checkpoint._io import sha256_file
-from vsrkit.checkpoint.records import CheckpointRecord, read_manifest, resume_order, scan_directory
-from vsrkit.checkpoint.retention import AnyOf, LatestN, best_record
+from vsrkit.checkpoint.records import CheckpointRecord, read_manifest, scan_directory
+from vsrkit.checkpoint.retention import apply_retention, standard_retention
 
 __all__ = ["prune_checkpoints", "verify_checkpoint"]
 
@@ -43,29 +43,13 @@ def prune_checkpoints(
 ) -> list[CheckpointRecord]:
     """Delete all but the ``keep_last`` highest-step regular checkpoints of a folder (any run).
 
-    The same rules as ``vsrkit train`` keeps: ``LatestN(keep_last)`` regular checkpoints, the
-    best one (by ``best_metric``), the newest emergency checkpoint, and the checkpoint a resume
-    would pick; uncommitted or mismatching files are left alone for a human to look at.
+    The policy ``vsrkit train`` keeps, :func:`~vsrkit.checkpoint.standard_retention`:
+    ``LatestN(keep_last)`` regular checkpoints, the best one (by ``best_metric``), the newest
+    emergency checkpoint, and the checkpoint a resume would pick; uncommitted or mismatching
+    files are left alone for a human to look at.
 
     Returns:
         The records deleted (or that would be, with ``dry_run``).
     """
-    if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1:
-        raise ValueError(f"keep_last must be an int >= 1, got {keep_last!r}")
-    records = [r for r in scan_directory(directory) if r.valid]
-    policy = AnyOf(LatestN(keep_last), LatestN(1, kind="emergency"))
-    keep = policy.keep(records)
-    order = resume_order(records, None)
-    if order:
-        keep.add(order[0].filename)
-    best = best_record(records, best_metric, best_mode)
-    if best is not None:
-        keep.add(best.filename)
-    doomed = [r for r in records if r.filename not in keep]
-    if not dry_run:
-        for rec in doomed:
-            if rec.manifest_path is not None:
-                rec.manifest_path.unlink(missing_ok=True)
-            rec.path.unlink(missing_ok=True)
-            logger.info("pruned %s", rec.path)
-    return doomed
+    policy = standard_retention(keep_last, best_metric=best_metric, best_mode=best_mode)
+    return apply_retention(scan_directory(directory), policy, dry_run=dry_run)

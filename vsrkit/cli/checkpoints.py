@@ -13,9 +13,9 @@ import click
 
 from vsrkit.checkpoint.errors import CheckpointNotFoundError
 from vsrkit.checkpoint.maintenance import prune_checkpoints, verify_checkpoint
-from vsrkit.checkpoint.prompt import format_checkpoint_table
 from vsrkit.checkpoint.records import CheckpointRecord, read_manifest, scan_directory
 from vsrkit.cli._util import user_errors
+from vsrkit.cli.prompt import format_checkpoint_table
 
 _DIR = click.Path(exists=True, file_okay=False, path_type=Path)
 

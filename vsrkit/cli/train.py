@@ -152,8 +152,8 @@ def train(preset: str | None, config_file: Path | None, **flags: Any) -> None:
       vsrkit train --preset paper --skip bilinear --init-weights BasicVSR_REDS4.pth
       torchrun --nproc-per-node 2 -m vsrkit train --steps 200
     """
-    from vsrkit.train.config import InitWeightsError, TrainConfig
-    from vsrkit.train.resume import ResumeError
+    from vsrkit.train.config import TrainConfig
+    from vsrkit.train.errors import InitWeightsError, ResumeError
 
     overrides = {k: (str(v) if isinstance(v, Path) else v) for k, v in flags.items()}
     overrides["preset"] = preset
@@ -166,10 +166,11 @@ def train(preset: str | None, config_file: Path | None, **flags: Any) -> None:
     if cfg.data not in (None, "synthetic") and not Path(cfg.data).expanduser().is_dir():
         raise click.BadParameter(f"{cfg.data} is not a folder", param_hint="--data")
 
+    from vsrkit.cli.prompt import prompt_for_checkpoint
     from vsrkit.train import train as run_training
 
     try:
-        result = run_training(cfg)
+        result = run_training(cfg, choose_checkpoint=prompt_for_checkpoint)
     except (ResumeError, InitWeightsError) as exc:  # a setting found wrong as the run starts
         raise _SettingError(str(exc)) from exc
     except VsrkitError as exc:

@@ -227,7 +227,7 @@ def log_setup(cfg: TrainConfig, ctx: DistContext, amp: Any, threads: Any) -> Non
         threads.reason,
     )
     logger.info(
-        "retention: the %d newest regular checkpoints, the best by SSIM and the newest "
-        "emergency checkpoint are kept",
+        "retention: the %d newest regular checkpoints, the best by SSIM, the newest emergency "
+        "checkpoint and the one a resume would pick are kept",
         cfg.keep_last,
     )

@@ -42,6 +42,7 @@ from vsrkit.train.output import (
     summary,
 )
 from vsrkit.train.resume import (
+    Chooser,
     resolve_run_dir,
     resume_block,
     start_resume,
@@ -81,8 +82,12 @@ class TrainResult:
     exit_code: int = 0
 
 
-def train(cfg: TrainConfig, *, stream: TextIO | None = None) -> TrainResult:
+def train(
+    cfg: TrainConfig, *, stream: TextIO | None = None, choose_checkpoint: Chooser | None = None
+) -> TrainResult:
     """Train the reference VSR model as ``cfg`` says; returns how the run ended.
+
+    ``choose_checkpoint`` answers ``--resume ask`` (the command line passes its prompt).
 
     Raises:
         VsrkitError: A user mistake (bad resume, data that cannot be read, a setting the
@@ -92,7 +97,7 @@ def train(cfg: TrainConfig, *, stream: TextIO | None = None) -> TrainResult:
     ctx = init_distributed(cfg.device)
     log_handlers: list[logging.Handler] = []
     try:
-        return _train(cfg, ctx, log_handlers, stream)
+        return _train(cfg, ctx, log_handlers, stream, choose_checkpoint)
     finally:
         for h in log_handlers:
             logging.getLogger("vsrkit").removeHandler(h)
@@ -124,7 +129,11 @@ class _Run:
 
 
 def _train(
-    cfg: TrainConfig, ctx: DistContext, log_handlers: list[logging.Handler], stream: TextIO | None
+    cfg: TrainConfig,
+    ctx: DistContext,
+    log_handlers: list[logging.Handler],
+    stream: TextIO | None,
+    choose: Chooser | None,
 ) -> TrainResult:
     # ---- where we run ------------------------------------------------------------------------
     dev, cuda = ctx.device, ctx.device.type == "cuda"
@@ -145,7 +154,7 @@ def _train(
 
     # ---- resume: the checkpoint and the settings it brings ------------------------------------
     try:
-        resume = start_resume(cfg, ckpts, run_dir, ctx) if cfg.resume else None
+        resume = start_resume(cfg, ckpts, run_dir, ctx, choose=choose) if cfg.resume else None
     except VsrkitError:
         undo_new_folders(ckpts, log_handlers, new_dirs)
         raise

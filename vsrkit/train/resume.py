@@ -16,7 +16,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +27,8 @@ from vsrkit.checkpoint import (
     CheckpointError,
     CheckpointManager,
     CheckpointNotFoundError,
+    CheckpointRecord,
     parse_checkpoint_name,
-    prompt_for_checkpoint,
 )
 from vsrkit.errors import VsrkitError
 from vsrkit.train.config import PROCESS_KEYS, TrainConfig, TrainConfigError
@@ -129,8 +129,18 @@ def resolve_run_dir(cfg: TrainConfig, *, create: bool = True) -> Path:
     return run_dir
 
 
+#: ``--resume ask``: shows the checkpoints and returns the chosen one (``None``: start fresh);
+#: the command line passes :func:`vsrkit.cli.prompt.prompt_for_checkpoint`.
+Chooser = Callable[..., "CheckpointRecord | None"]
+
+
 def resolve_resume(
-    cfg: TrainConfig, ckpts: CheckpointManager | None, run_dir: Path, ctx: DistContext
+    cfg: TrainConfig,
+    ckpts: CheckpointManager | None,
+    run_dir: Path,
+    ctx: DistContext,
+    *,
+    choose: Chooser | None = None,
 ) -> Resumed | None:
     """Load the checkpoint named by ``--resume`` (chosen and checked on rank 0, then loaded on
     every rank).
@@ -138,7 +148,8 @@ def resolve_resume(
     ``latest`` and ``best`` check each candidate's sha256 against its manifest and set aside
     (rename ``*.corrupt``, one warning each) every one that fails to load, then use the next;
     ``latest`` with no checkpoint yet starts from scratch (with a warning), so one command
-    line both starts and resumes a job. A step, a path or ``ask`` load exactly that file.
+    line both starts and resumes a job. A step, a path or ``ask`` load exactly that file;
+    ``ask`` asks ``choose(records, default=record)`` which one (the command line's prompt).
 
     Returns:
         The loaded checkpoint, or ``None`` to start from scratch.
@@ -155,7 +166,7 @@ def resolve_resume(
     if ctx.is_main:
         assert ckpts is not None
         try:
-            found = _load_on_main(how, ckpts, run_dir)
+            found = _load_on_main(how, ckpts, run_dir, choose)
         except (ResumeError, CheckpointError) as exc:
             error = str(exc)
         else:
@@ -172,7 +183,9 @@ def resolve_resume(
     return Resumed(step, reader.restore(step, map_location="cpu")[1], path)
 
 
-def _load_on_main(how: str, ckpts: CheckpointManager, run_dir: Path) -> Resumed | None:
+def _load_on_main(
+    how: str, ckpts: CheckpointManager, run_dir: Path, choose: Chooser | None
+) -> Resumed | None:
     before = {r.filename for r in ckpts.list() if r.status != "uncommitted"}
     if how in ("latest", "best"):
         if how == "latest" and not before and ckpts.latest_step() is None:
@@ -195,7 +208,7 @@ def _load_on_main(how: str, ckpts: CheckpointManager, run_dir: Path) -> Resumed 
                 ) from exc
             raise ResumeError(f"--resume latest: {exc}") from exc
         return Resumed(step, state, ckpts.restored_from)
-    chosen = _choose_step(how, ckpts)
+    chosen = _choose_step(how, ckpts, choose)
     if chosen is None:
         return None
     try:
@@ -210,14 +223,19 @@ def _valid_steps(ckpts: CheckpointManager) -> str:
     return ", ".join(map(str, steps[-10:])) or "none"
 
 
-def _choose_step(resume: str, ckpts: CheckpointManager) -> int | None:
+def _choose_step(resume: str, ckpts: CheckpointManager, choose: Chooser | None) -> int | None:
     valid = [r for r in ckpts.list() if r.valid]
     if resume == "ask":
         if not valid:
             raise ResumeError(f"--resume ask: no checkpoint in {ckpts.directory}")
+        if choose is None:
+            raise ResumeError(
+                "--resume ask needs someone to ask: use it on the command line, or pass "
+                "choose_checkpoint= to train()"
+            )
         latest = ckpts.latest_step()  # Enter = what "latest" would take (run-id aware)
         default = next((r for r in reversed(valid) if r.step == latest), None)
-        chosen = prompt_for_checkpoint(valid, default=default)
+        chosen = choose(valid, default=default)
         return chosen.step if chosen is not None else None
     if resume.isdigit():
         step = int(resume)
@@ -381,7 +399,12 @@ class ResumePoint:
 
 
 def start_resume(
-    cfg: TrainConfig, ckpts: CheckpointManager | None, run_dir: Path, ctx: DistContext
+    cfg: TrainConfig,
+    ckpts: CheckpointManager | None,
+    run_dir: Path,
+    ctx: DistContext,
+    *,
+    choose: Chooser | None = None,
 ) -> ResumePoint | None:
     """Load the checkpoint ``--resume`` names and merge the settings (``None``: start fresh).
 
@@ -391,7 +414,7 @@ def start_resume(
     """
     from vsrkit.train.state import read_train_state
 
-    resume = resolve_resume(cfg, ckpts, run_dir, ctx)
+    resume = resolve_resume(cfg, ckpts, run_dir, ctx, choose=choose)
     if resume is None:
         return None
     where = str(resume.path or f"the checkpoint of step {resume.step}")

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from vsrkit.adaptive import AdaptiveLossWeights, GradClipAdapter, LRBoostPolicy, PlateauTracker
-from vsrkit.checkpoint import AnyOf, BestN, LatestN
+from vsrkit.checkpoint import AnyOf, standard_retention
 from vsrkit.loop import LoopCore, ScheduledLR
 from vsrkit.train.config import TrainConfig
 from vsrkit.train.data import CachedClips, EpochBatchSampler, SeededSamples
@@ -196,8 +196,9 @@ def build_loop(
 
 
 def retention(cfg: TrainConfig) -> AnyOf:
-    """Each kind by its own rule: N regular, the best by SSIM, the newest emergency."""
-    return AnyOf(LatestN(cfg.keep_last), BestN(1), LatestN(1, kind="emergency"))
+    """Each kind by its own rule: ``--keep-last`` regular, the best by SSIM, the newest
+    emergency, and the one a resume would pick (:func:`~vsrkit.checkpoint.standard_retention`)."""
+    return standard_retention(cfg.keep_last)
 
 
 def init_weights(net: torch.nn.Module, path: str) -> str:
