@@ -29,6 +29,7 @@ from vsrkit.checkpoint import (
 )
 from vsrkit.checkpoint.retention import rank_best
 from vsrkit.cli.prompt import prompt_for_checkpoint
+from vsrkit.errors import StateError
 
 from .helpers import make_state
 
@@ -68,11 +69,11 @@ def test_rng_state_holds_only_weights_only_safe_types() -> None:
 
 
 def test_restore_rng_rejects_foreign_dicts() -> None:
-    with pytest.raises(ValueError, match="version"):
+    with pytest.raises(StateError, match="RNG state: no 'version' key"):
         restore_rng_state({"python": 1})
     state = capture_rng_state()
     del state["numpy"]
-    with pytest.raises(ValueError, match="numpy"):
+    with pytest.raises(StateError, match="RNG state: missing key.s. numpy"):
         restore_rng_state(state)
 
 

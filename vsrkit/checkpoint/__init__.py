@@ -16,6 +16,7 @@ from vsrkit.checkpoint.errors import (
     CheckpointError,
     CheckpointMirrorError,
     CheckpointNotFoundError,
+    CheckpointValueError,
     CheckpointWriteError,
 )
 from vsrkit.checkpoint.maintenance import prune_checkpoints, verify_checkpoint
@@ -52,6 +53,7 @@ __all__ = [
     "CheckpointName",
     "CheckpointNotFoundError",
     "CheckpointRecord",
+    "CheckpointValueError",
     "CheckpointWriteError",
     "EveryNSteps",
     "KeepAll",

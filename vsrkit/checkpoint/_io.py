@@ -15,6 +15,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from vsrkit.checkpoint.errors import CheckpointValueError
+
 logger = logging.getLogger(__name__)
 
 
@@ -123,11 +125,13 @@ def check_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float | int | 
     out: dict[str, float | int | None] = {}
     for key, value in (metrics or {}).items():
         if not isinstance(key, str):
-            raise ValueError(f"checkpoint metrics: keys must be strings, got {key!r}")
+            raise CheckpointValueError(f"checkpoint metrics: keys must be strings, got {key!r}")
         if hasattr(value, "item") and callable(value.item):
             value = value.item()  # a 0-d tensor or numpy scalar
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise ValueError(f"checkpoint metrics: {key!r} must be a number or None, got {value!r}")
+            raise CheckpointValueError(
+                f"checkpoint metrics: {key!r} must be a number or None, got {value!r}"
+            )
         if isinstance(value, float) and not math.isfinite(value):
             logger.warning("checkpoint metric %r is %r: written as null", key, value)
             value = None

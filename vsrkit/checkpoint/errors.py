@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import os
 
-from vsrkit.errors import VsrkitError
+from vsrkit.errors import StateError, VsrkitError
 
 __all__ = [
     "CheckpointCorruptError",
     "CheckpointError",
     "CheckpointMirrorError",
     "CheckpointNotFoundError",
+    "CheckpointValueError",
     "CheckpointWriteError",
+    "StateError",
 ]
 
 
 class CheckpointError(VsrkitError):
     """Base class of every checkpoint error."""
+
+
+class CheckpointValueError(CheckpointError, ValueError):
+    """A bad value given to the checkpoint code (a count, a mode, a step, a name, a metric,
+    a manifest that is not one); the message names it."""
 
 
 class CheckpointNotFoundError(CheckpointError):

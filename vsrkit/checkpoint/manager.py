@@ -28,7 +28,12 @@ from types import TracebackType
 from typing import Any
 
 from vsrkit.checkpoint._io import check_metrics, remove_stale_temp_files
-from vsrkit.checkpoint.errors import CheckpointError, CheckpointMirrorError, CheckpointNotFoundError
+from vsrkit.checkpoint.errors import (
+    CheckpointError,
+    CheckpointMirrorError,
+    CheckpointNotFoundError,
+    CheckpointValueError,
+)
 from vsrkit.checkpoint.mirror import CheckpointMirror
 from vsrkit.checkpoint.names import format_checkpoint_name
 from vsrkit.checkpoint.records import CheckpointRecord, read_manifest, scan_directory
@@ -106,9 +111,9 @@ class CheckpointManager:
         if keep is not None and not callable(getattr(keep, "keep", None)):
             raise TypeError(f"keep must be a retention policy (LatestN, AnyOf, ...), got {keep!r}")
         if best_mode not in ("max", "min"):
-            raise ValueError(f"best_mode must be 'max' or 'min', got {best_mode!r}")
+            raise CheckpointValueError(f"best_mode must be 'max' or 'min', got {best_mode!r}")
         if run_id is not None and (not isinstance(run_id, str) or not run_id):
-            raise ValueError(f"run_id must be a non-empty string or None, got {run_id!r}")
+            raise CheckpointValueError(f"run_id must be a non-empty string or None, got {run_id!r}")
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.keep: RetentionPolicy = KeepAll() if keep is None else keep

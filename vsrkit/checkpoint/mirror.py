@@ -26,7 +26,7 @@ from typing import Any
 
 from vsrkit._atomic import atomic_open, atomic_write_json, fsync_dir
 from vsrkit.checkpoint._io import remove_stale_temp_files
-from vsrkit.checkpoint.errors import CheckpointMirrorError
+from vsrkit.checkpoint.errors import CheckpointMirrorError, CheckpointValueError
 from vsrkit.checkpoint.names import manifest_name
 from vsrkit.checkpoint.records import CheckpointRecord, read_manifest, scan_directory
 
@@ -87,7 +87,9 @@ class CheckpointMirror:
         self.source = Path(source)
         self.directory = Path(directory)
         if os.path.abspath(self.source) == os.path.abspath(self.directory):
-            raise ValueError(f"mirror_dir must differ from the checkpoint folder {self.source}")
+            raise CheckpointValueError(
+                f"mirror_dir must differ from the checkpoint folder {self.source}"
+            )
         self.min_free_bytes = int(min_free_mb * 1e6)
         self.low_priority = bool(low_priority)
         self._cond = threading.Condition()

@@ -19,6 +19,8 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
+from vsrkit.checkpoint.errors import CheckpointValueError
+
 __all__ = [
     "CheckpointName",
     "format_checkpoint_name",
@@ -96,11 +98,11 @@ def format_checkpoint_name(step: int, tag: str | None = None) -> str:
         'checkpoint_step_0004144_emergency.pth'
     """
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-        raise ValueError(f"checkpoint step must be a non-negative int, got {step!r}")
+        raise CheckpointValueError(f"checkpoint step must be a non-negative int, got {step!r}")
     if tag is None:
         return f"checkpoint_step_{step:0{STEP_DIGITS}d}.pth"
     if not isinstance(tag, str) or not _TAG_ONLY.match(tag) or tag in RESERVED_TAGS:
-        raise ValueError(
+        raise CheckpointValueError(
             f"checkpoint tag must match {_TAG!r} and not be one of {sorted(RESERVED_TAGS)}, "
             f"got {tag!r}"
         )
@@ -110,5 +112,5 @@ def format_checkpoint_name(step: int, tag: str | None = None) -> str:
 def manifest_name(checkpoint_name: str) -> str:
     """The manifest file name that belongs to a ``.pth`` checkpoint name."""
     if not checkpoint_name.endswith(".pth"):
-        raise ValueError(f"not a .pth checkpoint name: {checkpoint_name!r}")
+        raise CheckpointValueError(f"not a .pth checkpoint name: {checkpoint_name!r}")
     return checkpoint_name[: -len(".pth")] + ".json"

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from vsrkit.checkpoint.errors import CheckpointValueError
 from vsrkit.checkpoint.names import CheckpointName, manifest_name, parse_checkpoint_name
 
 __all__ = ["CheckpointRecord", "read_manifest", "resume_order", "scan_directory"]
@@ -130,13 +131,13 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{os.fspath(path)}: not valid JSON ({exc})") from exc
+        raise CheckpointValueError(f"{os.fspath(path)}: not valid JSON ({exc})") from exc
     return _check_manifest(data, path)
 
 
 def _check_manifest(data: Any, path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
-        raise ValueError(
+        raise CheckpointValueError(
             f"{os.fspath(path)}: not a vsrkit checkpoint manifest "
             f"(expected format={MANIFEST_FORMAT!r})"
         )
@@ -145,7 +146,7 @@ def _check_manifest(data: Any, path: str | os.PathLike[str]) -> dict[str, Any]:
         if key == "sha256" and value is None and "sha256" in data:
             continue  # saved with checksum=False
         if not isinstance(value, kind) or isinstance(value, bool):
-            raise ValueError(
+            raise CheckpointValueError(
                 f"{os.fspath(path)}: field {key!r} must be {kind.__name__}, got {value!r}"
             )
     return data

@@ -29,6 +29,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from vsrkit.checkpoint.errors import CheckpointValueError
 from vsrkit.checkpoint.records import CheckpointRecord, resume_order
 
 __all__ = [
@@ -56,7 +57,7 @@ class RetentionPolicy(Protocol):
 
 def _positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        raise CheckpointValueError(f"{name} must be an int >= 1, got {value!r}")
     return value
 
 
@@ -76,7 +77,7 @@ class LatestN:
     def __init__(self, n: int, *, kind: str = "regular") -> None:
         self.n = _positive_int("LatestN n", n)
         if not isinstance(kind, str) or not kind:
-            raise ValueError(f"LatestN kind must be a non-empty string, got {kind!r}")
+            raise CheckpointValueError(f"LatestN kind must be a non-empty string, got {kind!r}")
         self.kind = kind
 
     def keep(self, records: Sequence[CheckpointRecord]) -> set[str]:
@@ -102,7 +103,7 @@ class BestN:
     def __init__(self, n: int, *, metric: str = "quality", mode: str = "max") -> None:
         self.n = _positive_int("BestN n", n)
         if mode not in ("max", "min"):
-            raise ValueError(f"BestN mode must be 'max' or 'min', got {mode!r}")
+            raise CheckpointValueError(f"BestN mode must be 'max' or 'min', got {mode!r}")
         self.metric, self.mode = metric, mode
 
     def keep(self, records: Sequence[CheckpointRecord]) -> set[str]:
@@ -141,7 +142,7 @@ class KeepTagged:
     def __init__(self, *tags: str) -> None:
         for t in tags:
             if not isinstance(t, str) or not t:
-                raise ValueError(f"KeepTagged tags must be non-empty strings, got {t!r}")
+                raise CheckpointValueError(f"KeepTagged tags must be non-empty strings, got {t!r}")
         self.tags = tuple(tags)
 
     def keep(self, records: Sequence[CheckpointRecord]) -> set[str]:
@@ -165,7 +166,7 @@ class AnyOf:
 
     def __init__(self, *policies: RetentionPolicy) -> None:
         if not policies:
-            raise ValueError("AnyOf needs at least one policy")
+            raise CheckpointValueError("AnyOf needs at least one policy")
         for p in policies:
             if not callable(getattr(p, "keep", None)):
                 raise TypeError(f"AnyOf expects retention policies with a keep() method, got {p!r}")
@@ -242,7 +243,7 @@ def rank_best(
         ValueError: ``mode`` is not ``"max"`` or ``"min"``.
     """
     if mode not in ("max", "min"):
-        raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+        raise CheckpointValueError(f"mode must be 'max' or 'min', got {mode!r}")
     sign = -1.0 if mode == "max" else 1.0
     scored = [(sign * s, -r.step, i, r) for i, r in enumerate(records)
               if (s := _score(r, metric)) is not None]  # fmt: skip

@@ -10,11 +10,13 @@ import logging
 import random
 from typing import Any
 
+from vsrkit._state import check_state
+
 __all__ = ["capture_rng_state", "restore_rng_state"]
 
 logger = logging.getLogger(__name__)
 
-RNG_STATE_VERSION = 1
+STATE_VERSION = 1
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -39,7 +41,7 @@ def capture_rng_state() -> dict[str, Any]:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         cuda = [t.clone() for t in torch.cuda.get_rng_state_all()]
     return {
-        "version": RNG_STATE_VERSION,
+        "version": STATE_VERSION,
         "python": {
             "version": int(py_version),
             "internal": torch.tensor(list(py_internal), dtype=torch.int64),
@@ -64,19 +66,12 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     a warning says they were skipped.
 
     Raises:
-        ValueError: If ``state`` is not a captured RNG state (the message names the key).
+        StateError: If ``state`` is not a captured RNG state (the message names the key).
     """
     import numpy as np
     import torch
 
-    if not isinstance(state, dict) or state.get("version") != RNG_STATE_VERSION:
-        raise ValueError(
-            f"RNG state: expected a dict with version {RNG_STATE_VERSION}, "
-            f"got {state.get('version') if isinstance(state, dict) else type(state).__name__!r}"
-        )
-    for key in ("python", "numpy", "torch_cpu"):
-        if key not in state:
-            raise ValueError(f"RNG state: missing key {key!r}")
+    check_state("RNG", state, STATE_VERSION, ("python", "numpy", "torch_cpu"))
     py = state["python"]
     internal = tuple(int(x) for x in py["internal"].tolist())
     random.setstate((int(py["version"]), internal, py["gauss_next"]))

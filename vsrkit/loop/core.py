@@ -33,6 +33,7 @@ from typing import Any
 
 from vsrkit._state import check_state
 from vsrkit._terms import loss_field
+from vsrkit.adaptive.plateau import RUNTIME_KEYS
 from vsrkit.errors import StateError, VsrkitError
 from vsrkit.loop.dist import DistOps, LocalOps
 from vsrkit.loop.errors import LoopError
@@ -67,10 +68,10 @@ _LR_BOUNDS = {"max_lr": "max_lr", "min_lr": "min_lr"}
 #: checked); ``log_every`` and the core's other cadences (``val_every``, ``ckpt_every``, ...)
 #: to :attr:`LoopCore.cadence`.
 ROUTES: dict[str, tuple[tuple[str, dict[str, str]], ...]] = {
-    "plateau_patience": (("plateau", {"plateau_patience": "patience"}),),
-    "plateau_safety_threshold": (("plateau", {"plateau_safety_threshold": "safety_steps"}),),
+    # the plateau tracker's keys are its own map (RUNTIME_KEYS: key -> its setting)
+    **{key: (("plateau", {key: setting}),) for key, setting in RUNTIME_KEYS.items()},
     "cooldown_duration": (
-        ("plateau", {"cooldown_duration": "cooldown"}),
+        ("plateau", {"cooldown_duration": RUNTIME_KEYS["cooldown_duration"]}),
         ("lr_policy", {"cooldown_duration": "cooldown"}),
     ),
     "max_lr": (("lr_policy", _LR_BOUNDS),),

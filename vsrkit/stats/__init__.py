@@ -18,6 +18,7 @@ from vsrkit.stats.analysis import (
     plot_statistics,
     write_csv,
 )
+from vsrkit.stats.errors import StatisticsError, StatisticsValidationError, StatisticsValueError
 from vsrkit.stats.fields import (
     DEFAULT_TRAINING_FIELDS,
     FIELDS,
@@ -26,13 +27,7 @@ from vsrkit.stats.fields import (
     VALIDATION_FIELDS,
     FieldSpec,
 )
-from vsrkit.stats.schema import (
-    SCHEMA_VERSION,
-    StatisticsError,
-    StatisticsValidationError,
-    load_schema,
-    validate_statistics,
-)
+from vsrkit.stats.schema import SCHEMA_VERSION, load_schema, validate_statistics
 from vsrkit.stats.snapshot import Measurement, MetricsSnapshot
 from vsrkit.stats.tensorboard import TensorBoardLogger
 from vsrkit.stats.writer import DeferredStatsWriter
@@ -51,6 +46,7 @@ __all__ = [
     "MetricsSnapshot",
     "StatisticsError",
     "StatisticsValidationError",
+    "StatisticsValueError",
     "TensorBoardLogger",
     "compare_statistics",
     "load_schema",

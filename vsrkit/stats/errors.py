@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from vsrkit.errors import StateError, VsrkitError
 
-__all__ = ["NonFiniteError", "StateError", "StatisticsError", "StatisticsValidationError"]
+__all__ = [
+    "NonFiniteError",
+    "StateError",
+    "StatisticsError",
+    "StatisticsValidationError",
+    "StatisticsValueError",
+]
 
 
 class StatisticsError(VsrkitError):
@@ -21,6 +27,10 @@ class StatisticsValidationError(StatisticsError):
     def __init__(self, message: str, problems: list[str]) -> None:
         super().__init__(message)
         self.problems = problems
+
+
+class StatisticsValueError(StatisticsError, ValueError):
+    """A bad value given to the statistics code (a field, a step, a delay, a template)."""
 
 
 class NonFiniteError(StatisticsError, ValueError):

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 from vsrkit._state import check_state, state_values
 from vsrkit.stats._json import to_json_value
+from vsrkit.stats.errors import StatisticsValueError
 
 __all__ = ["Measurement", "MetricsSnapshot"]
 
@@ -43,7 +44,7 @@ class Measurement(NamedTuple):
 
 def _check_step(step: Any) -> int:
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-        raise ValueError(f"step must be an int >= 0, got {step!r}")
+        raise StatisticsValueError(f"step must be an int >= 0, got {step!r}")
     return step
 
 
@@ -97,13 +98,15 @@ class MetricsSnapshot:
             items = values or {}
         if None in items.values():
             name = next(n for n, v in items.items() if v is None)
-            raise ValueError(
+            raise StatisticsValueError(
                 f"MetricsSnapshot.update: field {name!r} is None at step {step}; "
                 "leave a field out when it was not measured"
             )
         for name in items:
             if type(name) is not str or not name:
-                raise ValueError(f"MetricsSnapshot.update: field names must be strings: {name!r}")
+                raise StatisticsValueError(
+                    f"MetricsSnapshot.update: field names must be strings: {name!r}"
+                )
         now = time.time()
         new = tuple.__new__
         with self._lock:
@@ -198,18 +201,24 @@ class MetricsSnapshot:
     def _load(self, state: Mapping[str, Any]) -> None:
         fields = state.get("fields")
         if not isinstance(fields, Mapping):
-            raise ValueError("MetricsSnapshot state: 'fields' must be a mapping")
+            raise StatisticsValueError("MetricsSnapshot state: 'fields' must be a mapping")
         restored: dict[str, Measurement] = {}
         for name, entry in fields.items():
             if not isinstance(entry, Mapping) or entry.get("value") is None:
-                raise ValueError(f"MetricsSnapshot state: field {name!r} needs a non-null 'value'")
+                raise StatisticsValueError(
+                    f"MetricsSnapshot state: field {name!r} needs a non-null 'value'"
+                )
             t = entry.get("time")
             if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t):
-                raise ValueError(f"MetricsSnapshot state: field {name!r} 'time' must be a number")
+                raise StatisticsValueError(
+                    f"MetricsSnapshot state: field {name!r} 'time' must be a number"
+                )
             try:
                 step = _check_step(entry.get("step"))
             except ValueError as exc:
-                raise ValueError(f"MetricsSnapshot state: field {name!r}: {exc}") from None
+                raise StatisticsValueError(
+                    f"MetricsSnapshot state: field {name!r}: {exc}"
+                ) from None
             restored[name] = Measurement(entry["value"], step, float(t))
         revision = state.get("revision", 0)
         with self._lock:

@@ -32,6 +32,8 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
+from vsrkit.stats.errors import StatisticsValueError
+
 __all__ = ["TensorBoardLogger"]
 
 logger = logging.getLogger(__name__)
@@ -216,7 +218,7 @@ class TensorBoardLogger:
             values["Plateau/Progress_Percent"] = 100.0 * float(counter) / float(patience)
         present = {tag: v for tag, v in values.items() if v is not None}
         if not present:
-            raise ValueError(
+            raise StatisticsValueError(
                 "log_plateau_state: the event has none of counter, ema_loss, best_quality, "
                 f"progress_percent: {event!r}"
             )

@@ -24,6 +24,7 @@ from typing import Any
 from vsrkit._atomic import atomic_write_json
 from vsrkit._state import check_state, state_values
 from vsrkit.stats._json import NonFiniteError, to_json_value
+from vsrkit.stats.errors import StatisticsValueError
 from vsrkit.stats.fields import DEFAULT_TRAINING_FIELDS, FIELDS, STAT_FIELDS, VALIDATION_FIELDS
 from vsrkit.stats.schema import SCHEMA_VERSION, StatisticsError, validate_statistics
 from vsrkit.stats.snapshot import MetricsSnapshot, _check_step
@@ -117,24 +118,34 @@ class DeferredStatsWriter:
         fields = tuple(training_fields)
         for name in fields:
             if name not in FIELDS:
-                raise ValueError(f"training_fields: unknown field {name!r}; expected seed fields")
+                raise StatisticsValueError(
+                    f"training_fields: unknown field {name!r}; expected seed fields"
+                )
             if name in VALIDATION_FIELDS or name in _DERIVED:
-                raise ValueError(f"training_fields: {name!r} is not measured by the training loop")
+                raise StatisticsValueError(
+                    f"training_fields: {name!r} is not measured by the training loop"
+                )
         if max_delay_steps is not None and (
             isinstance(max_delay_steps, bool)
             or not isinstance(max_delay_steps, int)
             or max_delay_steps < 1
         ):
-            raise ValueError(
+            raise StatisticsValueError(
                 f"max_delay_steps must be an int >= 1 or None, got {max_delay_steps!r}"
             )
         if max_delay_seconds is not None and not max_delay_seconds > 0:
-            raise ValueError(f"max_delay_seconds must be > 0 or None, got {max_delay_seconds!r}")
+            raise StatisticsValueError(
+                f"max_delay_seconds must be > 0 or None, got {max_delay_seconds!r}"
+            )
         if "{step}" not in filename_template:
-            raise ValueError(f"filename_template needs a '{{step}}' field: {filename_template!r}")
+            raise StatisticsValueError(
+                f"filename_template needs a '{{step}}' field: {filename_template!r}"
+            )
         name = filename_template.format(step=0)
         if os.sep in name or (os.altsep and os.altsep in name) or name.startswith("."):
-            raise ValueError(f"filename_template must be a plain file name: {filename_template!r}")
+            raise StatisticsValueError(
+                f"filename_template must be a plain file name: {filename_template!r}"
+            )
         self.run_dir = Path(run_dir)
         self.snapshot = snapshot
         self.training_fields = fields
@@ -192,12 +203,14 @@ class DeferredStatsWriter:
         reasons: dict[str, str] = {}
         for name, value in values.items():
             if name not in VALIDATION_FIELDS:
-                raise ValueError(
+                raise StatisticsValueError(
                     f"request({step}): {name!r} is not a validation field; expected one of "
                     f"{', '.join(VALIDATION_FIELDS)}"
                 )
             if value is None:
-                raise ValueError(f"request({step}): {name!r} is None; leave it out instead")
+                raise StatisticsValueError(
+                    f"request({step}): {name!r} is None; leave it out instead"
+                )
             try:
                 frozen[name] = to_json_value(value, name)
             except NonFiniteError:
@@ -304,26 +317,28 @@ class DeferredStatsWriter:
     def _load(self, state: Mapping[str, Any]) -> None:
         entries = state.get("pending")
         if not isinstance(entries, list):
-            raise ValueError("DeferredStatsWriter state: 'pending' must be a list")
+            raise StatisticsValueError("DeferredStatsWriter state: 'pending' must be a list")
         restored: dict[int, _Pending] = {}
         for i, entry in enumerate(entries):
             where = f"DeferredStatsWriter state: pending[{i}]"
             if not isinstance(entry, Mapping):
-                raise ValueError(f"{where} must be a mapping")
+                raise StatisticsValueError(f"{where} must be a mapping")
             try:
                 step = _check_step(entry.get("step"))
             except ValueError as exc:
-                raise ValueError(f"{where}: {exc}") from None
+                raise StatisticsValueError(f"{where}: {exc}") from None
             validation = entry.get("validation")
             reasons = entry.get("reasons", {})
             if not isinstance(validation, Mapping) or not isinstance(reasons, Mapping):
-                raise ValueError(f"{where}: 'validation' and 'reasons' must be mappings")
+                raise StatisticsValueError(f"{where}: 'validation' and 'reasons' must be mappings")
             unknown = [n for n in validation if n not in VALIDATION_FIELDS]
             if unknown:
-                raise ValueError(f"{where}: unknown validation fields {unknown}")
+                raise StatisticsValueError(f"{where}: unknown validation fields {unknown}")
             version = entry.get("runtime_config_version")
             if isinstance(version, bool) or not isinstance(version, (int, str, type(None))):
-                raise ValueError(f"{where}: 'runtime_config_version' must be int, str or null")
+                raise StatisticsValueError(
+                    f"{where}: 'runtime_config_version' must be int, str or null"
+                )
             restored[step] = _Pending(
                 step,
                 dict(validation),

@@ -31,13 +31,13 @@ from typing import Any
 from vsrkit.loop import LoopState
 from vsrkit.train.errors import ResumeError
 
-__all__ = ["TRAIN_FORMAT", "TRAIN_STATE_VERSION", "read_train_state", "train_state"]
+__all__ = ["TRAIN_FORMAT", "STATE_VERSION", "read_train_state", "train_state"]
 
 logger = logging.getLogger(__name__)
 
 TRAIN_FORMAT = "vsrkit-train"
 #: version of the recipe's checkpoint layout; version 1 (before the loop core) is migrated
-TRAIN_STATE_VERSION = 2
+STATE_VERSION = 2
 _TORCH_KEYS = ("model", "optimizer", "scaler", "rng")
 
 
@@ -52,7 +52,7 @@ def train_state(
     the startup settings, the runtime snapshot's name and the loop core's state."""
     return {
         "format": TRAIN_FORMAT,
-        "version": TRAIN_STATE_VERSION,
+        "version": STATE_VERSION,
         **{k: torch_states[k] for k in _TORCH_KEYS},
         "train": {"config": dict(config), "runtime_snapshot": runtime_snapshot},
         "vsrkit": dict(loop_state),
@@ -79,7 +79,7 @@ def read_train_state(state: Mapping[str, Any], *, step: int, where: str) -> dict
     """
     if state.get("format") == TRAIN_FORMAT:
         version = state.get("version")
-        if version != TRAIN_STATE_VERSION:
+        if version != STATE_VERSION:
             raise _cannot(where, step, f"its layout version is {version!r}")
         missing = [k for k in (*_TORCH_KEYS, "train", "vsrkit") if k not in state]
         if missing:
