@@ -44,9 +44,10 @@ from vsrkit.adaptive import AdaptiveLossWeights, GradClipAdapter, LRBoostPolicy,
 from vsrkit.config import RuntimeConfigManager
 from vsrkit.monitor.actions import ActionQueue
 from vsrkit.stats import DeferredStatsWriter, LossAccumulator, MetricsSnapshot, TensorBoardLogger
+from vsrkit.stats.fields import loss_field
 from vsrkit.train import TrainConfig, train
 from vsrkit.train.distributed import DistContext
-from vsrkit.train.recipe import LOSS_FIELDS, TERMS
+from vsrkit.train.setup import TERMS
 from vsrkit.vsr import LayerActivityMonitor, VSRLoss, build_model
 
 WEIGHTS = {"l1": 0.6, "ms": 0.2, "grad": 0.1, "perceptual": 0.1}
@@ -151,7 +152,7 @@ def make_step(
                 step,
                 {
                     "total_loss_value": m["total"],
-                    **{LOSS_FIELDS[t]: m[t] for t in TERMS},
+                    **{loss_field(t): m[t] for t in TERMS},
                     **weights.status(),
                     "layer_activity_map": report.as_stats_field(),
                 },
