@@ -223,3 +223,14 @@ def test_missing_accelerate_gives_one_clear_message():
     assert out.stdout.strip() == (
         "vsrkit.integrations.accelerate needs accelerate: pip install 'vsrkit[accelerate]'"
     )
+
+
+def test_the_old_hooks_attribute_is_the_loop_core_with_a_warning(tmp_path):
+    from vsrkit.integrations.lightning import VsrkitCallback
+
+    vsr = VsrkitAccelerate(Accelerator(cpu=True), run_dir=tmp_path / "a", terms=TERMS)
+    cb = VsrkitCallback(tmp_path / "l", terms=TERMS)
+    for adapter in (vsr, cb):
+        with pytest.warns(DeprecationWarning, match=r"\.hooks is deprecated; use .*\.loop"):
+            assert adapter.hooks is adapter.loop
+    vsr.close()

@@ -103,3 +103,48 @@ def test_a_mean_over_ranks_is_applied_before_reading() -> None:
     step(acc, 2.0, 4.0)
     m = acc.read(lambda t: t / 2)  # e.g. two ranks, the other one all zeros
     assert (m["l1"], m["total"]) == (2.0, 6.0)  # ratios of sums are unchanged
+
+
+@given(st.lists(st.tuples(finite, finite, st.booleans()), min_size=1, max_size=20))
+def test_means_leave_out_the_non_finite_steps(rows) -> None:
+    acc = LossAccumulator(("a", "b"))
+    for a, b, bad in rows:
+        total = torch.tensor(float("nan") if bad else a + b)
+        acc.add({"a": torch.tensor(a), "b": torch.tensor(b)}, total)
+    m = acc.read()
+    good = [(a, b) for a, b, bad in rows if not bad]
+    assert m["finite_steps"] == len(good) and m["skipped"] == len(rows) - len(good)
+    if good:
+        assert m["a"] == pytest.approx(sum(a for a, _ in good) / len(good), rel=1e-4, abs=1e-2)
+        assert m["total"] == pytest.approx(
+            sum(a + b for a, b in good) / len(good), rel=1e-4, abs=1e-2
+        )
+    else:
+        assert math.isnan(m["a"]) and math.isnan(m["total"])  # never a 0 in their place
+    assert acc.read() is None
+
+
+def test_sums_restored_on_the_cpu_follow_the_losses_to_their_device() -> None:
+    acc = LossAccumulator(TERMS)
+    step(acc, 2.0, 4.0)
+    again = LossAccumulator(TERMS)
+    again.load_state_dict(acc.state_dict())  # onto the CPU, as the loop core restores it
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    one = {t: torch.tensor(1.0, device=device) for t in TERMS}
+    again.add(one, torch.tensor(2.0, device=device))
+    m = again.read()
+    assert m["l1"] == pytest.approx(1.5) and m["finite_steps"] == 2  # nothing was dropped
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_add_on_cuda_makes_no_device_sync() -> None:
+    acc = LossAccumulator(("a", "b"))
+    one = {"a": torch.ones((), device="cuda"), "b": torch.ones((), device="cuda") * 2}
+    acc.add(one, one["a"] + one["b"])
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        acc.add(one, one["a"] + one["b"])
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert acc.read()["total"] == 3.0

@@ -5,10 +5,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from vsrkit._state import check_state, state_values
 from vsrkit.adaptive.errors import AdaptiveError
 
-__all__ = ["AdaptiveError", "HUGE", "check_int", "check_number", "check_state", "state_values"]
+__all__ = ["AdaptiveError", "HUGE", "check_int", "check_number", "opt_float"]
 
 #: inputs larger than this in magnitude count as non-finite (their squares would overflow)
 HUGE = 1e150

@@ -8,13 +8,8 @@ import numbers
 from collections import deque
 from typing import Any
 
-from vsrkit.adaptive._common import (
-    AdaptiveError,
-    check_int,
-    check_number,
-    check_state,
-    state_values,
-)
+from vsrkit._state import check_state, state_values
+from vsrkit.adaptive._common import AdaptiveError, check_int, check_number
 
 __all__ = ["GradClipAdapter", "DynamicThreshold"]
 

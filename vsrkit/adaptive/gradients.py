@@ -15,7 +15,8 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
-from vsrkit.adaptive._common import AdaptiveError, check_int, check_state, state_values
+from vsrkit._state import check_state, state_values
+from vsrkit.adaptive._common import AdaptiveError, check_int
 
 __all__ = ["GradientMonitor", "GradientReport", "log_gradient_norms"]
 

@@ -8,15 +8,9 @@ import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from vsrkit._state import check_state, state_values
 from vsrkit._terms import field_name
-from vsrkit.adaptive._common import (
-    HUGE,
-    AdaptiveError,
-    check_int,
-    check_number,
-    check_state,
-    state_values,
-)
+from vsrkit.adaptive._common import HUGE, AdaptiveError, check_int, check_number
 from vsrkit.adaptive.plateau import PlateauEvent
 
 __all__ = ["AdaptiveLossWeights", "MODES", "PHASES"]

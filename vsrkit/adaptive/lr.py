@@ -6,13 +6,8 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from vsrkit.adaptive._common import (
-    AdaptiveError,
-    check_int,
-    check_number,
-    check_state,
-    state_values,
-)
+from vsrkit._state import check_state, state_values
+from vsrkit.adaptive._common import AdaptiveError, check_int, check_number
 from vsrkit.adaptive.plateau import PlateauEvent
 
 __all__ = ["LRBoostPolicy", "apply_lr", "current_lrs"]

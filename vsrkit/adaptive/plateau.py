@@ -16,15 +16,8 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-from vsrkit.adaptive._common import (
-    HUGE,
-    AdaptiveError,
-    check_int,
-    check_number,
-    check_state,
-    opt_float,
-    state_values,
-)
+from vsrkit._state import check_state, state_values
+from vsrkit.adaptive._common import HUGE, AdaptiveError, check_int, check_number, opt_float
 from vsrkit.adaptive._plateau_stats import BatchWindow, t_quantile
 from vsrkit.adaptive.events import PlateauEvent, PlateauReason
 

@@ -17,13 +17,8 @@ import warnings
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from vsrkit.adaptive._common import (
-    AdaptiveError,
-    check_number,
-    check_state,
-    opt_float,
-    state_values,
-)
+from vsrkit._state import check_state, state_values
+from vsrkit.adaptive._common import AdaptiveError, check_number, opt_float
 from vsrkit.adaptive.loss_weights import AdaptiveLossWeights
 from vsrkit.adaptive.plateau import PlateauEvent
 

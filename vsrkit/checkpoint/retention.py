@@ -50,7 +50,13 @@ logger = logging.getLogger(__name__)
 
 
 class RetentionPolicy(Protocol):
-    """Anything with ``keep(records) -> set of file names``."""
+    """Anything with ``keep(records) -> set of file names``.
+
+    Example:
+        >>> policy: RetentionPolicy = AnyOf(LatestN(1), ResumeCandidate())
+        >>> policy.keep([])
+        set()
+    """
 
     def keep(self, records: Sequence[CheckpointRecord]) -> set[str]: ...
 

@@ -6,12 +6,13 @@ It is the loop core with the old call signatures (the optimizer and its schedule
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from vsrkit.loop import IntervalOutcome, LoopCore, OptimizerLR
 
-__all__ = ["VsrkitHooks"]
+__all__ = ["VsrkitHooks", "hooks_property"]
 
 
 class VsrkitHooks(LoopCore):
@@ -51,3 +52,15 @@ class VsrkitHooks(LoopCore):
     def restore_runtime(self, step: int, optimizer: Any = None) -> list[str]:  # type: ignore[override]
         self._optimizer(optimizer, ())
         return super().restore_runtime(step)
+
+
+def hooks_property(owner: str) -> property:
+    """The deprecated ``.hooks`` attribute of an adapter: its ``.loop``, with a warning."""
+
+    def hooks(self: Any) -> LoopCore:
+        warnings.warn(
+            f"{owner}.hooks is deprecated; use {owner}.loop", DeprecationWarning, stacklevel=2
+        )
+        return self.loop  # type: ignore[no-any-return]
+
+    return property(hooks, doc="Deprecated name of :attr:`loop`.")

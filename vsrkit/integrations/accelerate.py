@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from vsrkit.integrations._hooks import hooks_property
 from vsrkit.integrations._optional import require
 from vsrkit.integrations.errors import IntegrationError
 from vsrkit.loop import IntervalOutcome, LoopCore, OptimizerLR, StopSignal
@@ -144,17 +145,7 @@ class VsrkitAccelerate:
         self.check_every = check_every
         self._stop: Any = None
 
-    @property
-    def hooks(self) -> LoopCore:
-        """Deprecated name of :attr:`loop`."""
-        import warnings
-
-        warnings.warn(
-            "VsrkitAccelerate.hooks is deprecated; use VsrkitAccelerate.loop",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return self.loop
+    hooks = hooks_property("VsrkitAccelerate")
 
     # ------------------------------------------------------------------ per step
     def combine(self, losses: Mapping[str, Any], *, step: int) -> Any:

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from vsrkit.integrations._hooks import hooks_property
 from vsrkit.integrations._optional import require
 from vsrkit.integrations.errors import IntegrationError
 from vsrkit.loop import IntervalOutcome, LoopCore, OptimizerLR, StopSignal
@@ -180,17 +181,7 @@ class VsrkitCallback(Callback):
         self._grad_norm: Any = None
         self._restored = False
 
-    @property
-    def hooks(self) -> LoopCore:
-        """Deprecated name of :attr:`loop`."""
-        import warnings
-
-        warnings.warn(
-            "VsrkitCallback.hooks is deprecated; use VsrkitCallback.loop",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return self.loop
+    hooks = hooks_property("VsrkitCallback")
 
     # ------------------------------------------------------------------ lifecycle
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:

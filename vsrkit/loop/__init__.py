@@ -19,10 +19,11 @@ Example:
 
 from __future__ import annotations
 
-from vsrkit.loop.core import ROUTES, IntervalOutcome, LoopCore
+from vsrkit.loop.core import IntervalOutcome, LoopCore
 from vsrkit.loop.dist import DistOps, LocalOps
 from vsrkit.loop.errors import LoopError
 from vsrkit.loop.lr import LRControl, OptimizerLR, ScheduledLR, scale_lrs
+from vsrkit.loop.routes import ROUTES
 from vsrkit.loop.signals import StopSignal
 from vsrkit.loop.state import LoopState
 

@@ -10,7 +10,7 @@ framework's hooks). Components decide, the core acts:
   decides, the LR policy answers, the loss weights, the grad-clip adapter and the gradient
   monitor update, and the measurements go to the statistics writer and TensorBoard;
 - at the runtime-config poll steps it hands each accepted change to the component that owns
-  it (one routing table, :data:`ROUTES`);
+  it (one routing table, :data:`vsrkit.loop.routes.ROUTES`);
 - after a validation it keeps the best quality, hands the quality to the tracker at the next
   interval and asks for the deferred ``Statistik_<step>.json``;
 - it produces and restores one versioned state: the components, the :class:`LoopState` and
@@ -33,15 +33,15 @@ from typing import Any
 
 from vsrkit._state import check_state
 from vsrkit._terms import loss_field
-from vsrkit.adaptive.plateau import RUNTIME_KEYS
 from vsrkit.errors import StateError, VsrkitError
 from vsrkit.loop.dist import DistOps, LocalOps
 from vsrkit.loop.errors import LoopError
 from vsrkit.loop.lr import LRControl
+from vsrkit.loop.routes import route
 from vsrkit.loop.state import LoopState
 from vsrkit.stats.accumulator import LossAccumulator
 
-__all__ = ["COMPONENTS", "ROUTES", "STATE_VERSION", "IntervalOutcome", "LoopCore"]
+__all__ = ["COMPONENTS", "STATE_VERSION", "IntervalOutcome", "LoopCore"]
 
 logger = logging.getLogger("vsrkit.loop")
 
@@ -58,26 +58,6 @@ COMPONENTS = (
     "runtime_config",
     "statistics",
 )
-
-_LR_BOUNDS = {"max_lr": "max_lr", "min_lr": "min_lr"}
-
-#: runtime key -> the components that own it: ``(core attribute, {runtime key: setting})``.
-#: The core calls ``component.configure(setting=value, ...)`` with every key of the group taken
-#: from the settings in force, so a pair that is checked together (``min_lr <= max_lr``) goes
-#: in one call. ``<term>_weight`` keys go to the loss weights (all terms at once, the sum is
-#: checked); ``log_every`` and the core's other cadences (``val_every``, ``ckpt_every``, ...)
-#: to :attr:`LoopCore.cadence`.
-ROUTES: dict[str, tuple[tuple[str, dict[str, str]], ...]] = {
-    # the plateau tracker's keys are its own map (RUNTIME_KEYS: key -> its setting)
-    **{key: (("plateau", {key: setting}),) for key, setting in RUNTIME_KEYS.items()},
-    "cooldown_duration": (
-        ("plateau", {"cooldown_duration": RUNTIME_KEYS["cooldown_duration"]}),
-        ("lr_policy", {"cooldown_duration": "cooldown"}),
-    ),
-    "max_lr": (("lr_policy", _LR_BOUNDS),),
-    "min_lr": (("lr_policy", _LR_BOUNDS),),
-    "grad_clip": (("clip", {"grad_clip": "grad_clip"}),),
-}
 
 
 @dataclass
@@ -184,7 +164,10 @@ class LoopCore:
         max_nonfinite_streak: int | None = None,
     ) -> None:
         every = {"log_every": log_every, **dict(cadence or {})}
-        for name, value in every.items():
+        limits = {**every, "max_nonfinite_streak": max_nonfinite_streak}
+        for name, value in limits.items():
+            if value is None and name == "max_nonfinite_streak":
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise LoopError(f"{name} must be an int >= 1, got {value!r}")
         if loss_weights is not None:
@@ -196,14 +179,6 @@ class LoopCore:
             terms = loss_weights.terms
         if lr_policy is not None and plateau is None:
             raise LoopError("lr_policy needs plateau=PlateauTracker(...) to decide when")
-        if max_nonfinite_streak is not None and (
-            isinstance(max_nonfinite_streak, bool)
-            or not isinstance(max_nonfinite_streak, int)
-            or max_nonfinite_streak < 1
-        ):
-            raise LoopError(
-                f"max_nonfinite_streak must be an int >= 1 or None, got {max_nonfinite_streak!r}"
-            )
         self.run_dir = Path(run_dir)
         self.terms = tuple(terms)
         #: Step periods in force (``log_every`` and the ``cadence`` given); runtime changes
@@ -481,7 +456,7 @@ class LoopCore:
 
     # -------------------------------------------------------------- runtime config
     def apply_changes(self, changes: Sequence[Any], step: int) -> list[str]:
-        """Hand each accepted runtime change to the component that owns it (:data:`ROUTES`);
+        """Hand each accepted runtime change to the component that owns it (the routing table);
         returns the keys applied. A change a component refuses is logged and skipped (the
         rest still apply); then the LR follows the settings in force."""
         live = self.live
@@ -505,19 +480,9 @@ class LoopCore:
         return applied
 
     def _route(self, key: str, live: Mapping[str, Any], step: int) -> None:
-        """The one routing table: a runtime key to the ``configure`` of its owner(s)."""
-        for attr, settings in ROUTES.get(key, ()):
-            owner = getattr(self, attr)
-            if owner is not None:
-                owner.configure(**{name: live[k] for k, name in settings.items() if k in live})
-        if key in self.cadence:
-            self.cadence[key] = int(live[key])
-        elif key.endswith("_weight") and self.loss_weights is not None:
-            terms = [t for t in self.terms if f"{t}_weight" in live]
-            if key[: -len("_weight")] in terms:
-                self.loss_weights.configure(
-                    weights={t: live[f"{t}_weight"] for t in terms}, step=step
-                )
+        owners = {"plateau": self.plateau, "lr_policy": self.lr_policy, "clip": self.clip}
+        route(key, live, step, owners=owners, weights=self.loss_weights, cadence=self.cadence,
+              terms=self.terms)  # fmt: skip
 
     def restore_runtime(self, step: int) -> list[str]:
         """On resume (adapters): the settings of the checkpoint's runtime snapshot, then any

@@ -26,7 +26,15 @@ __all__ = ["LRControl", "OptimizerLR", "ScheduledLR", "scale_lrs"]
 
 
 class LRControl(Protocol):
-    """The LR the loop controls (see the module docstring for the two implementations)."""
+    """The LR the loop controls (see the module docstring for the two implementations).
+
+    Example:
+        >>> import torch
+        >>> control: LRControl = OptimizerLR(
+        ...     torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1))
+        >>> control.lrs(), control.schedule_state() is None
+        ([0.1], True)
+    """
 
     def lrs(self) -> list[float]:
         """The LRs the LR policy decides on (one per value it returns)."""

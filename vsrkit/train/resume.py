@@ -390,7 +390,14 @@ def sync_live_file(run_dir: Path, settings: ResumedSettings) -> None:
 @dataclasses.dataclass(frozen=True)
 class ResumePoint:
     """Where a resumed run starts: the checkpoint's step and file, its state (current layout,
-    see :mod:`vsrkit.train.state`) and the settings the run uses."""
+    see :mod:`vsrkit.train.state`) and the settings the run uses.
+
+    Example:
+        >>> cfg = TrainConfig.from_sources(overrides={"steps": 900})
+        >>> point = ResumePoint(600, None, {}, resume_config(cfg, {"steps": 600}, {}))
+        >>> point.step, point.settings.config.steps
+        (600, 900)
+    """
 
     step: int
     path: Path | None
