@@ -367,3 +367,24 @@ def test_the_deprecated_hooks_keep_their_old_signatures(tmp_path):
             hooks.accumulate({"x": torch.tensor(1.0)}, torch.tensor(1.0))
             out = hooks.end_of_step(step, opt, schedulers=[])
     assert out.lrs == [0.1] and isinstance(hooks.lr, OptimizerLR)
+
+
+def test_the_non_finite_streak_runs_on_across_a_resume(tmp_path):
+    """Two non-finite steps, a checkpoint right after a read, two more: the same stop as an
+    uninterrupted run (the streak is part of the state, also with nothing summed)."""
+
+    def build(where):
+        return core(where, terms=("l1",), log_every=2, max_nonfinite_streak=4, statistics=False)
+
+    def run(loop, steps):
+        out = None
+        for step in steps:
+            feed(loop, step, l1=math.nan)
+            out = loop.end_of_step(step)
+        return out
+
+    a = build(tmp_path / "a")
+    run(a, [1, 2])  # read at step 2: nothing summed, the streak is 2
+    b = build(tmp_path / "b")
+    b.load_state_dict(json.loads(json.dumps(a.state_dict())))
+    assert run(b, [3, 4]).stop == "nonfinite"

@@ -555,7 +555,7 @@ class LoopCore:
     def state_dict(self) -> dict[str, Any]:
         """One versioned, JSON-safe state: ``{"version", "loop": LoopState, "components":
         {name: state or None}}`` (one host sync for the open interval's sums)."""
-        self.state.interval = self.losses.state_dict() if self.losses.steps else None
+        self.state.interval = self.losses.state_dict()  # also the non-finite streak
         if self.lr is not None:
             self.state.schedule = self.lr.schedule_state()
         components = {

@@ -33,8 +33,9 @@ class LoopState:
             weights excepted: they come back with their own state), applied again on resume.
         clip_reported: Whether the line "the adaptive clip value is in force" was logged.
         schedule: The LR schedule the run follows (its ``state_dict()``), ``None`` without one.
-        interval: The loss sums of the open log interval (a ``LossAccumulator`` state), as of
-            the last :meth:`LoopCore.state_dict`; ``None`` when nothing was summed.
+        interval: The loss sums of the open log interval and the running non-finite streak
+            (a ``LossAccumulator`` state), as of the last :meth:`LoopCore.state_dict`;
+            ``None`` before one.
 
     Example:
         >>> state = LoopState(step=40, best_quality=0.61)
