@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
-import tempfile
+import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -28,32 +29,22 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
-    "file_mode",
     "fsync_dir",
     "remove_temp_files",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: Prefix of the temporary files; listings skip names that start with it.
 TEMP_PREFIX = ".tmp-"
 
 
-def _umask() -> int:
-    """The process umask, read without changing it where the system allows (Linux)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)  # elsewhere: read by setting it, and put it back at once
-    os.umask(mask)
-    return mask
-
-
-def remove_temp_files(directory: str | os.PathLike[str], names: str = "*") -> list[Path]:
-    """Delete the temporary files that atomic writes of files named like ``names`` (a glob)
-    left in ``directory`` when they were killed mid-way; returns the paths removed.
+def remove_temp_files(
+    directory: str | os.PathLike[str], names: str = "*", *, left_by: str | None = None
+) -> list[Path]:
+    """Delete the temporary files that atomic writes of files named like ``names`` (a glob;
+    escape a literal name with ``glob.escape``) left in ``directory`` when they were killed
+    mid-way; returns the paths removed (``left_by`` names the writer for an info log line).
 
     Only for the one process that writes there: a live writer's temporary file would go too.
 
@@ -66,20 +57,29 @@ def remove_temp_files(directory: str | os.PathLike[str], names: str = "*") -> li
     """
     removed = []
     for p in Path(directory).glob(f"{TEMP_PREFIX}{names}.*"):
-        with contextlib.suppress(OSError):
-            if p.is_file():
+        try:
+            if p.is_file() and not p.is_symlink():
                 p.unlink()
                 removed.append(p)
+                if left_by:
+                    logger.info("removed %s, left by an interrupted %s", p, left_by)
+        except OSError as exc:
+            logger.warning("could not remove %s: %s", p, exc)
     return removed
 
 
-def file_mode() -> int:
-    """Permissions of a new file as ``open()`` would give it (``0o666`` less the umask).
-
-    ``tempfile.mkstemp`` makes its files ``0o600``; the atomic writers give the final file the
-    usual permissions instead, so results are as readable as any other file the user writes.
-    """
-    return 0o666 & ~_umask()
+def _create_temp(target: Path, mode: int) -> tuple[int, Path]:
+    """A new file beside ``target`` under a fresh temporary name (``O_EXCL``, never through a
+    planted link); the kernel applies the umask to ``mode``, as for any new file."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    flags |= getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = target.with_name(f"{TEMP_PREFIX}{target.name}.{secrets.token_hex(4)}")
+        try:
+            return os.open(tmp, flags, mode), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {target}")
 
 
 def fsync_dir(directory: str | os.PathLike[str]) -> None:
@@ -98,7 +98,11 @@ def fsync_dir(directory: str | os.PathLike[str]) -> None:
 
 @contextlib.contextmanager
 def atomic_open(
-    path: str | os.PathLike[str], mode: str = "wb", *, fsync: bool = True
+    path: str | os.PathLike[str],
+    mode: str = "wb",
+    *,
+    fsync: bool = True,
+    permissions: int = 0o666,
 ) -> Iterator[IO[Any]]:
     """Open a temporary file beside ``path``; on success it replaces ``path`` atomically.
 
@@ -108,6 +112,8 @@ def atomic_open(
         path: Final location of the file.
         mode: ``"wb"`` or ``"w"`` (text, UTF-8).
         fsync: Flush to stable storage before the rename (and fsync the folder after it).
+        permissions: Of the new file, less the umask (``0o600``: its owner only, whatever
+            the umask: for secrets).
 
     Yields:
         The open temporary file.
@@ -115,10 +121,8 @@ def atomic_open(
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_open mode must be 'wb' or 'w', got {mode!r}")
     target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX + target.name + ".", dir=target.parent)
+    fd, tmp = _create_temp(target, permissions)
     try:
-        if hasattr(os, "fchmod"):
-            os.fchmod(fd, file_mode())
         kwargs: dict[str, Any] = {} if mode == "wb" else {"encoding": "utf-8", "newline": "\n"}
         with os.fdopen(fd, mode, **kwargs) as fh:
             yield fh
@@ -134,9 +138,11 @@ def atomic_open(
         fsync_dir(target.parent)
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, fsync: bool = True) -> None:
-    """Write ``data`` to ``path`` atomically."""
-    with atomic_open(path, "wb", fsync=fsync) as fh:
+def atomic_write_bytes(
+    path: str | os.PathLike[str], data: bytes, *, fsync: bool = True, permissions: int = 0o666
+) -> None:
+    """Write ``data`` to ``path`` atomically (``permissions`` as in :func:`atomic_open`)."""
+    with atomic_open(path, "wb", fsync=fsync, permissions=permissions) as fh:
         fh.write(data)
 
 

@@ -7,9 +7,10 @@ reads differently than it is). :func:`printable` turns each of them into a visib
 
 from __future__ import annotations
 
+import math
 import unicodedata
 
-__all__ = ["printable"]
+__all__ = ["format_hms", "printable"]
 
 # Cc: C0/C1 controls and DEL; Cf: format characters (bidi overrides, zero-width joiners);
 # Zl/Zp: the Unicode line and paragraph separators.
@@ -48,3 +49,17 @@ def printable(text: object, limit: int | None = 200) -> str:
         else:
             out.append(ch)
     return "".join(out) + cut
+
+
+def format_hms(seconds: float | None) -> str | None:
+    """``HH:MM:SS`` (hours may exceed 24), or ``None`` when unknown (``None``, NaN, infinite
+    or negative).
+
+    Example:
+        >>> format_hms(17553.6), format_hms(float("inf"))
+        ('04:52:34', None)
+    """
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return None
+    s = int(round(seconds))
+    return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"

@@ -9,7 +9,6 @@ import copy
 import hashlib
 import logging
 import math
-import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -167,12 +166,6 @@ def walk_tensors(obj: Any, fn: Any, memo: dict[int, Any] | None = None) -> Any:
 def remove_stale_temp_files(directory: Path, *, left_by: str) -> None:
     """Delete the temp files of checkpoint writes killed mid-way in ``directory`` (only call it
     from the process that writes there); ``left_by`` names the writer for the log."""
-    from vsrkit._atomic import TEMP_PREFIX
+    from vsrkit._atomic import remove_temp_files
 
-    for entry in os.scandir(directory):
-        if entry.name.startswith(TEMP_PREFIX + "checkpoint_") and entry.is_file():
-            try:
-                os.unlink(entry.path)
-                logger.info("removed %s, left by an interrupted %s", entry.path, left_by)
-            except OSError as exc:
-                logger.warning("could not remove %s: %s", entry.path, exc)
+    remove_temp_files(directory, "checkpoint_*", left_by=left_by)

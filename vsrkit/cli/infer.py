@@ -227,9 +227,9 @@ class _Progress:
         if self.total and rate > 0:
             left = 2 * self.total - self.phase_done.get("backward", 0)
             left -= self.phase_done.get("forward", 0)
-            from vsrkit.train.telemetry import format_eta
+            from vsrkit._text import format_hms
 
-            eta = f"  ETA {format_eta(left / 2 / rate)}"
+            eta = f"  ETA {format_hms(left / 2 / rate)}"
         line = f"{self.label}{phase} {done}{of} frames  {rate:.2f} frames/s{eta}"
         if self.live:
             click.echo("\r\033[K" + line, nl=False, err=True)

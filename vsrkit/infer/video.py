@@ -16,6 +16,7 @@ frame by frame: a long video is never held in memory. Without it, opening a vide
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 from collections.abc import Iterator
 from fractions import Fraction
@@ -191,7 +192,7 @@ class VideoWriter:
         self._size: tuple[int, int] | None = None
 
     def __enter__(self) -> VideoWriter:
-        remove_temp_files(self.path.parent, self.path.name)  # left by a killed earlier run
+        remove_temp_files(self.path.parent, glob.escape(self.path.name))  # a killed earlier run
         self._atomic = atomic_open(self.path, "wb")
         fh = self._atomic.__enter__()
         try:

@@ -19,6 +19,7 @@ connections and header read time, strict CSP and the other security headers on e
 from __future__ import annotations
 
 import contextlib
+import glob
 import hmac
 import ipaddress
 import logging
@@ -35,6 +36,7 @@ from http.server import HTTPServer
 from pathlib import Path
 from typing import Any
 
+from vsrkit._atomic import atomic_write_bytes, remove_temp_files
 from vsrkit._system import process_rss_gib
 from vsrkit.monitor._http import MonitorHandler, busy_reply, encode_json
 from vsrkit.monitor._page import Page
@@ -86,27 +88,13 @@ def _host_name(value: str) -> str:
 
 
 def write_secret(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` readable and writable by its owner only (mode 0600).
-
-    The file is created under a temporary name with ``O_EXCL`` (never through a planted
-    link), synced, then renamed over ``path``: a reader sees the old or the new file whole.
+    """Write ``text`` to ``path`` readable and writable by its owner only (mode 0600), as any
+    vsrkit file is written: a new temporary file (``O_EXCL``, never through a planted link),
+    synced, renamed over ``path``; a killed write leaves a ``.tmp-`` file the next one removes.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    fd = os.open(tmp, flags | getattr(os, "O_CLOEXEC", 0), 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, text.encode("utf-8"))
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        tmp.unlink()
-        raise
-    os.close(fd)
-    os.replace(tmp, path)
+    remove_temp_files(path.parent, glob.escape(path.name))
+    atomic_write_bytes(path, text.encode("utf-8"), permissions=0o600)
 
 
 class _HTTPServer(HTTPServer):

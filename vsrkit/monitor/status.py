@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from vsrkit._terms import TERM_FIELD_NAMES, loss_field, weight_field
+from vsrkit._text import format_hms
 
 __all__ = [
     "ACTIVITY_BANDS",
@@ -238,17 +239,7 @@ def _finite(obj: Any, reasons: dict[str, str] | None, path: str, depth: int) -> 
     return None
 
 
-def format_duration(seconds: float | None) -> str | None:
-    """``HH:MM:SS`` (hours may exceed 24), or None when unknown.
-
-    Example:
-        >>> format_duration(17553.6)
-        '04:52:34'
-    """
-    if seconds is None or not math.isfinite(seconds) or seconds < 0:
-        return None
-    s = int(round(seconds))
-    return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+format_duration = format_hms  # ``HH:MM:SS`` or None (kept under its old name)
 
 
 #: Run states of :func:`run_state`, for the page's badge.

@@ -9,15 +9,12 @@ from typing import Any
 
 import torch
 
+from vsrkit._text import format_hms
+
 __all__ = ["Pace", "adam_momentum_avg", "format_eta", "interval_fields", "vram_gib"]
 
 
-def format_eta(seconds: float | None) -> str | None:
-    """``HH:MM:SS`` (hours may exceed 24), or None when unknown."""
-    if seconds is None or seconds != seconds or seconds < 0:
-        return None
-    s = int(round(seconds))
-    return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+format_eta = format_hms  # ``HH:MM:SS`` or None: the one formatter of vsrkit._text
 
 
 def vram_gib(device: torch.device) -> float | None:
