@@ -26,6 +26,7 @@ __all__ = [
     "format_checkpoint_name",
     "manifest_name",
     "parse_checkpoint_name",
+    "parse_step",
 ]
 
 STEP_DIGITS = 7
@@ -35,6 +36,20 @@ _NAME = re.compile(
 )
 _LEGACY_EMERGENCY = re.compile(r"\Acheckpoint_emergency\.(?P<ext>pth|json)\Z")
 _TAG_ONLY = re.compile(r"\A" + _TAG + r"\Z")
+_STEP = re.compile(r"\A[0-9]+\Z")
+
+
+def parse_step(text: str) -> int | None:
+    """The step a user typed (``"1200"``), or ``None`` for anything that is not ASCII digits
+    (``str.isdigit`` would take ``"²"``, which ``int`` then refuses).
+
+    Example:
+        >>> parse_step("0042"), parse_step("²"), parse_step("-3"), parse_step(" 7")
+        (42, None, None, None)
+    """
+    return int(text) if _STEP.match(text) else None
+
+
 #: Tags with a reserved meaning: ``regular`` is the type of an untagged checkpoint.
 RESERVED_TAGS = frozenset({"regular"})
 

@@ -40,7 +40,9 @@ def _finite(_ctx: click.Context, param: click.Parameter, value: float | None) ->
 
 
 def _which(value: str | None) -> str | None:
-    if value is None or value in ("latest", "best") or value.isdigit():
+    from vsrkit.checkpoint.names import parse_step
+
+    if value is None or value in ("latest", "best") or parse_step(value) is not None:
         return value
     raise click.BadParameter(f"expected latest, best or a step, got {value!r}")
 

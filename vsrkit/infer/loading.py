@@ -349,7 +349,9 @@ def read_checkpoint(
         ModelLoadError: a missing or unreadable file, no checkpoint in a folder, no model
             config and no preset, or a config the model cannot be built from.
     """
-    if isinstance(which, str) and which not in WHICH and not which.isdigit():
+    from vsrkit.checkpoint.names import parse_step
+
+    if isinstance(which, str) and which not in WHICH and parse_step(which) is None:
         raise ModelLoadError(f"which must be latest, best or a step, got {which!r}")
     if isinstance(source, Mapping):
         return _from_state(source, where="state dict", preset=preset, path=None, step=None)
