@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,11 +50,8 @@ logger = logging.getLogger(__name__)
 #: wins. The recipe writes ``state["train"]["config"]`` (checkpoint layout 2, see
 #: :mod:`vsrkit.train.state`); checkpoints before the loop core wrote ``state["loop"]["config"]``.
 CONFIG_LOCATIONS: tuple[tuple[str, ...], ...] = (
-    ("train", "config"),
-    ("loop", "config"),
-    ("loop", "state", "config"),
-    ("config",),
-    ("train_config",),
+    ("train", "config"),  # vsrkit train's layout
+    ("loop", "config"),  # the layout before the loop core
 )
 WHICH = ("latest", "best")
 
@@ -140,7 +137,6 @@ class LoadedCheckpoint:
     path: Path | None = None
     step: int | None = None
     preset: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> str:
         """``path (step N, preset)`` for logs and summaries."""
@@ -189,7 +185,9 @@ def _from_state(
     obj: Any, *, where: str, preset: str | None, path: Path | None, step: int | None
 ) -> LoadedCheckpoint:
     """Interpret a loaded object: a vsrkit checkpoint state or a bare state dict."""
-    layout = _published_layout(obj)
+    from vsrkit.vsr.pretrained import published_layout
+
+    layout = published_layout(obj)
     if layout is not None:
         raise ModelLoadError(
             f"{where}: a {layout} BasicVSR weights file, not a vsrkit checkpoint; pass it "
@@ -232,18 +230,12 @@ def _from_state(
     )
 
 
-def _published_layout(obj: Any) -> str | None:
-    """``basicsr`` or ``mmagic`` when ``obj`` is a file of that layout, else ``None``."""
-    from vsrkit.vsr.pretrained import published_layout
-
-    return published_layout(obj)
-
-
 def read_weights(
     path: str | os.PathLike[str], *, format: str = "auto", preset: str | None = None
 ) -> LoadedCheckpoint:
     """A published BasicVSR file (BasicSR, mmagic) or a vsrkit checkpoint, as weights and an
-    architecture (see :func:`vsrkit.vsr.read_pretrained`); build it with :func:`load_model`.
+    architecture (see :func:`vsrkit.vsr.read_pretrained`), read once; build it with
+    :func:`load_model`.
 
     Args:
         path: the file.
@@ -252,15 +244,22 @@ def read_weights(
             sizes: a preset with one is an error).
 
     Raises:
-        vsrkit.vsr.PretrainedWeightsError: a missing or unreadable file, or one of no known
-            layout.
-        ModelLoadError: a preset given for a published file.
+        ModelLoadError: a missing or unreadable file, a vsrkit file without a config and
+            preset, a preset given for a published file.
+        vsrkit.vsr.PretrainedWeightsError: a file of no known layout, or not of ``format``.
     """
-    from vsrkit.vsr.pretrained import read_pretrained
+    from vsrkit.checkpoint.names import parse_checkpoint_name
+    from vsrkit.vsr.pretrained import published_layout, weights_from_object
 
-    weights = read_pretrained(path, format=format)
-    if weights.format == "vsrkit":
-        return read_checkpoint(path, preset=preset)
+    p = Path(path)
+    obj = _load_file(p)
+    if format in ("auto", "vsrkit") and published_layout(obj) is None:
+        if format == "auto" and not _is_vsrkit(obj):
+            weights_from_object(obj, where=str(p))  # raises: says what the file holds
+        parsed = parse_checkpoint_name(p.name)
+        step = parsed.step if parsed is not None else None
+        return _from_state(obj, where=str(p), preset=preset, path=p, step=step)
+    weights = weights_from_object(obj, where=str(p), format=format)
     if preset is not None:
         raise ModelLoadError(
             f"{path}: a {weights.format} file carries its own sizes; leave out the preset"
@@ -268,10 +267,14 @@ def read_weights(
     return LoadedCheckpoint(
         state_dict=weights.state_dict,
         architecture=weights.architecture,
-        path=Path(path),
+        path=p,
         preset=f"{weights.format} BasicVSR",
-        extra={"format": weights.format, "source": weights.source},
     )
+
+
+def _is_vsrkit(obj: Any) -> bool:
+    """A vsrkit checkpoint state or a bare state dict."""
+    return _is_state_dict(obj) or (isinstance(obj, Mapping) and _is_state_dict(obj.get("model")))
 
 
 def _checkpoint_dir(folder: Path) -> Path:

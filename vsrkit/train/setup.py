@@ -22,7 +22,7 @@ from vsrkit.train.data import CachedClips, EpochBatchSampler, SeededSamples
 from vsrkit.train.distributed import DistContext
 from vsrkit.train.errors import InitWeightsError, TrainConfigError
 from vsrkit.train.schedule import WarmupCosine
-from vsrkit.vsr import build_dataset, build_model
+from vsrkit.vsr import BidirectionalRecurrentVSR, build_dataset, build_model
 
 __all__ = [
     "MAX_NONFINITE_STREAK",
@@ -201,23 +201,25 @@ def retention(cfg: TrainConfig) -> AnyOf:
     return standard_retention(cfg.keep_last)
 
 
-def init_weights(net: torch.nn.Module, path: str) -> str:
+def init_weights(net: BidirectionalRecurrentVSR, path: str) -> str:
     """Load ``path`` (a published BasicVSR or a vsrkit checkpoint) into ``net``; one line says
     what was loaded. Raises a :class:`InitWeightsError` when it is another network or size."""
-    from vsrkit.infer.loading import build_model_from, read_weights
+    from vsrkit.infer.loading import read_weights
 
-    weights = read_weights(path)
-    loaded = build_model_from(weights.architecture, weights.state_dict, where=path, device="cpu")
-
-    def sizes(m: Any) -> dict[str, Any]:
-        return {
-            "num_feat": m.num_feat,
-            "num_blocks": m.num_blocks,
-            "skip": m.skip,
-            "spynet_levels": m.spynet.num_levels,
-        }
-
-    want, got = sizes(net), sizes(loaded)
+    weights = read_weights(path)  # one read; the sizes come from the file, not a second model
+    arch = weights.architecture
+    got = {
+        "num_feat": arch["num_feat"],
+        "num_blocks": arch["num_blocks"],
+        "skip": arch.get("skip", "bicubic"),
+        "spynet_levels": arch["spynet_levels"],
+    }
+    want = {
+        "num_feat": net.num_feat,
+        "num_blocks": net.num_blocks,
+        "skip": net.skip,
+        "spynet_levels": net.spynet.num_levels,
+    }
     if want != got:
         shown = ", ".join(f"{k} {v}" for k, v in got.items())
         built = ", ".join(f"{k} {v}" for k, v in want.items())
@@ -226,7 +228,7 @@ def init_weights(net: torch.nn.Module, path: str) -> str:
             f"builds {built} (choose --model, --skip, n_feats/n_blocks to match)"
         )
     try:
-        net.load_state_dict(loaded.state_dict())
+        net.load_state_dict(weights.state_dict)
     except RuntimeError as exc:  # same sizes, another SpyNet width
         raise InitWeightsError(
             f"--init-weights {path} does not fit this run's model: {str(exc).splitlines()[0]}"

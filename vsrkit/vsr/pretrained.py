@@ -43,6 +43,7 @@ __all__ = [
     "read_pretrained",
     "spynet_state_dict",
     "to_basicsr_keys",
+    "weights_from_object",
 ]
 
 logger = logging.getLogger(__name__)
@@ -259,12 +260,25 @@ def read_pretrained(path: str | os.PathLike[str], *, format: str = "auto") -> Pr
         PretrainedWeightsError: a missing or unreadable file, or one of no known layout (the
             message says what it holds).
     """
+    _check_format(format)
+    return weights_from_object(_torch_load(path, "weights"), where=os.fspath(path), format=format)
+
+
+def _check_format(format: str) -> None:
     if format not in PRETRAINED_FORMATS:
         raise PretrainedWeightsError(
             f"unknown weights format {format!r}; expected one of {', '.join(PRETRAINED_FORMATS)}"
         )
-    where = os.fspath(path)
-    raw, source = _unwrap(_torch_load(path, "weights"))
+
+
+def weights_from_object(obj: Any, *, where: str, format: str = "auto") -> PretrainedWeights:
+    """:func:`read_pretrained` of a file already loaded (``where`` names it in messages).
+
+    Raises:
+        PretrainedWeightsError: an object of no known layout, or not of ``format``.
+    """
+    _check_format(format)
+    raw, source = _unwrap(obj)
     sd = _strip_prefix(raw, ("generator.", "module.", "net.", "_orig_mod."))
     found = _layout(sd)
     if found is None or (format != "auto" and found != format):
