@@ -27,7 +27,13 @@ from typing import Any
 from vsrkit.checkpoint.errors import CheckpointValueError
 from vsrkit.checkpoint.names import CheckpointName, manifest_name, parse_checkpoint_name
 
-__all__ = ["CheckpointRecord", "read_manifest", "resume_order", "scan_directory"]
+__all__ = [
+    "CheckpointRecord",
+    "checkpoint_folder",
+    "read_manifest",
+    "resume_order",
+    "scan_directory",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -227,6 +233,24 @@ def _make_record(
 def _sort_key(rec: CheckpointRecord) -> tuple[int, int, str]:
     # By step; at one step a legacy name sorts first, then untagged, then by name.
     return (rec.step, 0 if rec.tag is None else 1, rec.filename)
+
+
+def checkpoint_folder(path: str | os.PathLike[str]) -> Path:
+    """The checkpoint folder a user means: ``path`` itself when it holds checkpoints, else its
+    ``checkpoints/`` (a run folder), else ``path``.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> run = pathlib.Path(tempfile.mkdtemp())
+        >>> (run / "checkpoints").mkdir()
+        >>> checkpoint_folder(run) == run / "checkpoints"
+        True
+    """
+    folder = Path(path)
+    inner = folder / "checkpoints"
+    if inner.is_dir() and not scan_directory(folder, last=1):
+        return inner
+    return folder
 
 
 def scan_directory(

@@ -13,19 +13,16 @@ import click
 
 from vsrkit.checkpoint.errors import CheckpointNotFoundError
 from vsrkit.checkpoint.maintenance import prune_checkpoints, verify_checkpoint
-from vsrkit.checkpoint.records import CheckpointRecord, read_manifest, scan_directory
+from vsrkit.checkpoint.records import (
+    CheckpointRecord,
+    checkpoint_folder,
+    read_manifest,
+    scan_directory,
+)
 from vsrkit.cli._util import user_errors
 from vsrkit.cli.prompt import format_checkpoint_table
 
 _DIR = click.Path(exists=True, file_okay=False, path_type=Path)
-
-
-def _folder(directory: Path) -> Path:
-    """The checkpoint folder: ``directory``, or its ``checkpoints/`` for a run folder."""
-    inner = directory / "checkpoints"
-    if inner.is_dir() and not scan_directory(directory, last=1):
-        return inner
-    return directory
 
 
 @click.group("checkpoints")
@@ -40,7 +37,7 @@ def checkpoints() -> None:
 @user_errors
 def list_cmd(directory: Path, show_all: bool, as_json: bool) -> None:
     """Table of the last 10 checkpoints in DIRECTORY (reads names and manifests only)."""
-    directory = _folder(directory)
+    directory = checkpoint_folder(directory)
     records = scan_directory(directory, last=None if show_all else 10)
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in records], indent=2))
@@ -59,7 +56,7 @@ def list_cmd(directory: Path, show_all: bool, as_json: bool) -> None:
 @user_errors
 def show_cmd(directory: Path, step: int) -> None:
     """Print the manifest(s) of the checkpoint(s) at STEP as JSON."""
-    directory = _folder(directory)
+    directory = checkpoint_folder(directory)
     found = [r for r in scan_directory(directory) if r.step == step]
     if not found:
         raise CheckpointNotFoundError(f"no checkpoint at step {step} in {directory}")
@@ -92,12 +89,12 @@ def verify_cmd(directory: Path, mirror: Path | None) -> None:
     checkpoint without an identical committed copy in the mirror is listed as NOT MIRRORED
     (a lagging or failed copy: a note, not an error) and each mirror-only one as MIRROR ONLY.
     """
-    directory = _folder(directory)
+    directory = checkpoint_folder(directory)
     records = scan_directory(directory)
     bad = _verify_folder(records)
     click.echo(f"{len(records)} checkpoint(s), {bad} corrupt")
     if mirror is not None:
-        mirror = _folder(mirror)
+        mirror = checkpoint_folder(mirror)
         click.echo(f"mirror {mirror}:")
         copies = scan_directory(mirror)
         mirror_bad = _verify_folder(copies)
@@ -165,7 +162,7 @@ def prune_cmd(directory: Path, keep_last: int, dry_run: bool) -> None:
     Kept besides: the best one, the newest emergency one and the one a resume would pick
     (the same rules as ``vsrkit train --keep-last N``).
     """
-    directory = _folder(directory)
+    directory = checkpoint_folder(directory)
     doomed = prune_checkpoints(directory, keep_last=keep_last, dry_run=dry_run)
     verb = "would delete" if dry_run else "deleted"
     for rec in doomed:

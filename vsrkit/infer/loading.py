@@ -277,19 +277,15 @@ def _is_vsrkit(obj: Any) -> bool:
     return _is_state_dict(obj) or (isinstance(obj, Mapping) and _is_state_dict(obj.get("model")))
 
 
-def _checkpoint_dir(folder: Path) -> Path:
-    sub = folder / "checkpoints"
-    return sub if sub.is_dir() else folder
-
-
 def _read_folder(folder: Path, which: str | int, preset: str | None) -> LoadedCheckpoint:
     """The checkpoint ``which`` names in a run or checkpoint folder, chosen from the folder's
     listing the way a resume chooses (:mod:`vsrkit.checkpoint`); read-only: a damaged file is
     skipped (``latest``) or reported, never renamed."""
-    from vsrkit.checkpoint import CheckpointManager, scan_directory
-    from vsrkit.checkpoint.records import resume_order
+    from vsrkit.checkpoint import scan_directory
+    from vsrkit.checkpoint.records import checkpoint_folder, resume_order
+    from vsrkit.checkpoint.retention import best_record
 
-    directory = _checkpoint_dir(folder)
+    directory = checkpoint_folder(folder)
     records = scan_directory(directory)
     if not records:
         raise ModelLoadError(
@@ -310,7 +306,11 @@ def _read_folder(folder: Path, which: str | int, preset: str | None) -> LoadedCh
                 )
                 logger.warning("skipping %s (%s)", rec.path.name, why)
     else:
-        step = CheckpointManager(directory).best_step() if which == "best" else int(which)
+        if which == "best":
+            best = best_record(order, "quality", "max")
+            step = best.step if best is not None else None
+        else:
+            step = int(which)
         if step is None:
             raise ModelLoadError(f"{directory}: no checkpoint with a validation quality (best)")
         candidates = [r for r in order if r.step == step]
