@@ -217,10 +217,10 @@ def bad_inputs(tmp: Path, run_dir: Path, lr: Path) -> list[tuple[list[object], i
         (
             ["upscale", run_dir, lr, out, "--tile", "8", "8", "--tile-overlap", "8"],
             2,
-            "must be larger than the overlap",
+            "(--tile) must be larger than its overlap of 8 pixels on each side (--tile-overlap)",
         ),
         (["upscale", run_dir, lr, lr / "sub"], 2, "is inside the input folder"),
-        (["upscale", run_dir, lr, out, "--half", "--device", "cpu"], 2, "needs CUDA"),
+        (["upscale", run_dir, lr, out, "--half", "--device", "cpu"], 2, "needs a CUDA device"),
         (["upscale", run_dir, lr, out, "--skip-existing", "--overwrite"], 2, "exclude each other"),
         (["upscale", run_dir, tmp / "nope", out], 2, "does not exist"),
         (["upscale", run_dir, bare, out], 2, "is not a folder or a video"),

@@ -14,7 +14,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from vsrkit.checkpoint import CheckpointManager
-from vsrkit.infer import ModelLoadError, checkpoint_config, load_model, read_checkpoint
+from vsrkit.infer import (
+    InferenceOptionError,
+    ModelLoadError,
+    checkpoint_config,
+    load_model,
+    read_checkpoint,
+)
 from vsrkit.infer.loading import CONFIG_LOCATIONS, architecture_from_config
 from vsrkit.vsr import build_model
 
@@ -213,5 +219,5 @@ def test_size_overrides_of_the_config_build_that_model() -> None:
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without CUDA")
 def test_cuda_without_cuda_is_one_line() -> None:
-    with pytest.raises(ModelLoadError, match="CUDA is not available"):
+    with pytest.raises(InferenceOptionError, match="CUDA is not available"):
         load_model(build_model("tiny").state_dict(), preset="tiny", device="cuda")

@@ -126,43 +126,42 @@ def inference_options(func: F) -> F:
     return func
 
 
+class _OptionError(click.ClickException):
+    """An option the library cannot honour: one ``Error:`` line, exit code 2."""
+
+    exit_code = 2
+
+
 def _upscale_options(o: dict[str, Any], progress: Any) -> dict[str, Any]:
-    """Upscaler keyword arguments from the shared flags (checked as a command line)."""
+    """Upscaler keyword arguments from the shared flags, checked by the library before any
+    model is loaded (a mistake is exit code 2)."""
     import torch
 
-    from vsrkit.infer import tune_cpu_allocator
+    from vsrkit.infer import InferenceOptionError, check_upscale_options
 
-    tune_cpu_allocator()  # this process streams frames: keep their freed memory for reuse
-
-    if o["tile"] is not None and min(o["tile"]) <= o["tile_overlap"]:
-        raise click.BadParameter(
-            f"tile {o['tile'][0]}x{o['tile'][1]} must be larger than the overlap "
-            f"{o['tile_overlap']}",
-            param_hint="--tile/--tile-overlap",
-        )
+    options = {
+        "device": None if o["device"] == "auto" else o["device"],
+        "half": o["half"],
+        "tile": o["tile"],
+        "tile_overlap": o["tile_overlap"],
+        "segment": o["segment"],
+        "host_budget": None if o["host_budget_gb"] is None else int(o["host_budget_gb"] * 2**30),
+    }
+    try:
+        check_upscale_options(**options)
+    except InferenceOptionError as exc:
+        raise _OptionError(str(exc)) from None
     if o["tile"] is not None and min(o["tile"]) < SMALL_TILE:
         click.echo(
             f"warning: tiles of {o['tile'][0]}x{o['tile'][1]} are small: every tile propagates "
             f"on its own, so tiles under {SMALL_TILE} px are slow and lose quality",
             err=True,
         )
-    device = None if o["device"] == "auto" else o["device"]
-    cuda = torch.cuda.is_available() if device is None else device == "cuda"
-    if o["half"] and not cuda:
-        raise click.BadParameter("half precision needs CUDA (--device cuda)", param_hint="--half")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise click.BadParameter("CUDA is not available on this machine", param_hint="--device")
-    budget = o["host_budget_gb"]
     return {
-        "device": device,
-        "half": o["half"],
+        **options,
         "channels_last": o["channels_last"],
-        "host_budget": None if budget is None else int(budget * 2**30),
         "spill_dir": o["spill_dir"],
         "feature_dtype": torch.float16 if o["store_fp16"] else None,
-        "tile": o["tile"],
-        "tile_overlap": o["tile_overlap"],
-        "segment": o["segment"],
         "progress": progress,
     }
 
@@ -402,7 +401,7 @@ def eval_cmd(
       vsrkit eval --weights BasicVSR_REDS4.pth --data datasets/REDS4 --channel rgb
     """
     from vsrkit._atomic import atomic_write_json, atomic_write_text
-    from vsrkit.infer import eval_clips, evaluate
+    from vsrkit.infer import eval_clips, evaluate, tune_cpu_allocator
 
     _model_source(checkpoint_or_run, o)
     if data is not None and data != "synthetic" and not Path(data).is_dir():
@@ -424,6 +423,7 @@ def eval_cmd(
                 param_hint="--save-frames",
             )
     progress = _Progress(o["quiet"])
+    tune_cpu_allocator()  # this process streams frames: keep their freed memory for reuse
     try:
         options = _upscale_options(o, progress)
         ckpt, model = _load(checkpoint_or_run, o)
@@ -584,6 +584,7 @@ def upscale(
       vsrkit upscale runs/quick frames/ out/ --skip-existing     # continue
       vsrkit upscale --weights BasicVSR_REDS4.pth input.mp4 output.mp4
     """
+    from vsrkit.infer import tune_cpu_allocator
     from vsrkit.infer.frames import find_clips
     from vsrkit.infer.video import VIDEO_EXTENSIONS, VideoReader, is_video_path
 
@@ -633,6 +634,7 @@ def upscale(
         )
 
     progress = _Progress(o["quiet"])
+    tune_cpu_allocator()  # this process streams frames: keep their freed memory for reuse
     written = skipped = 0
     started = time.perf_counter()
     spilled = 0

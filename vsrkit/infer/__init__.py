@@ -39,6 +39,7 @@ _LAZY: dict[str, str] = {
     "FeatureStore": ".store",
     "StreamStats": ".stream",
     "Upscaler": ".stream",
+    "check_upscale_options": ".stream",
     "upscale_frames": ".stream",
     "tune_cpu_allocator": ".allocator",
     "Tile": ".tiles",
@@ -57,6 +58,7 @@ _LAZY: dict[str, str] = {
     "evaluate": ".scoring",
     # errors
     "InferenceError": ".errors",
+    "InferenceOptionError": ".errors",
     "ModelLoadError": ".errors",
     "VideoSupportMissing": ".errors",
 }
@@ -67,6 +69,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from vsrkit.infer.allocator import tune_cpu_allocator  # noqa: F401
     from vsrkit.infer.errors import (  # noqa: F401
         InferenceError,
+        InferenceOptionError,
         ModelLoadError,
         VideoSupportMissing,
     )
@@ -86,7 +89,12 @@ if TYPE_CHECKING:  # pragma: no cover
         evaluate,
     )
     from vsrkit.infer.store import FeatureStore  # noqa: F401
-    from vsrkit.infer.stream import StreamStats, Upscaler, upscale_frames  # noqa: F401
+    from vsrkit.infer.stream import (  # noqa: F401
+        StreamStats,
+        Upscaler,
+        check_upscale_options,
+        upscale_frames,
+    )
     from vsrkit.infer.tiles import Tile, tile_grid  # noqa: F401
     from vsrkit.infer.video import VideoReader, VideoWriter  # noqa: F401
 

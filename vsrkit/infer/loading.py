@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from vsrkit.infer.errors import ModelLoadError
+from vsrkit.infer.errors import InferenceOptionError, ModelLoadError
 
 __all__ = [
     "LoadedCheckpoint",
@@ -148,17 +148,21 @@ class LoadedCheckpoint:
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None``: CUDA when available, else the CPU; ``"cuda"`` without CUDA is an error."""
+    """``None``: CUDA when available, else the CPU; ``"cuda"`` without CUDA is an error.
+
+    Raises:
+        InferenceOptionError: an unknown device, or CUDA on a machine without it.
+    """
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise ModelLoadError(f"unknown device {device!r}; expected cpu or cuda") from exc
+        raise InferenceOptionError(f"unknown device {device!r}; expected cpu or cuda") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ModelLoadError("device cuda: CUDA is not available on this machine; use cpu")
+        raise InferenceOptionError("device cuda: CUDA is not available on this machine; use cpu")
     if dev.type not in ("cpu", "cuda"):
-        raise ModelLoadError(f"device {device!r} is not supported; use cpu or cuda")
+        raise InferenceOptionError(f"device {device!r} is not supported; use cpu or cuda")
     return dev
 
 

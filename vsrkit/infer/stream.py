@@ -42,12 +42,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vsrkit.infer.errors import InferenceError
+from vsrkit.infer.errors import InferenceError, InferenceOptionError
 from vsrkit.infer.loading import resolve_device
 from vsrkit.infer.store import FeatureStore, default_host_budget
 from vsrkit.infer.tiles import Tile, blend_weights, check_tiling, tile_grid
 
-__all__ = ["StreamStats", "Upscaler", "default_channels_last", "upscale_frames"]
+__all__ = [
+    "StreamStats",
+    "Upscaler",
+    "check_upscale_options",
+    "default_channels_last",
+    "upscale_frames",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +89,37 @@ class StreamStats:
     @property
     def frames_per_s(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+def check_upscale_options(
+    *,
+    device: str | torch.device | None = None,
+    half: bool = False,
+    tile: tuple[int, int] | None = None,
+    tile_overlap: int = 16,
+    segment: int | None = None,
+    host_budget: int | None = None,
+) -> torch.device:
+    """Check the options of :class:`Upscaler` before any work; returns the device.
+
+    Raises:
+        InferenceOptionError: an unknown or missing device, half precision off CUDA, a tile
+            not larger than its overlap, a segment below 1, a negative host budget.
+
+    Example:
+        >>> check_upscale_options(device="cpu", tile=(64, 64), tile_overlap=8)
+        device(type='cpu')
+    """
+    dev = resolve_device(device)
+    if half and dev.type != "cuda":
+        raise InferenceOptionError("half precision needs a CUDA device (--device cuda)")
+    if tile is not None:
+        check_tiling(tuple(tile), tile_overlap)  # type: ignore[arg-type]
+    if segment is not None and (isinstance(segment, bool) or segment < 1):
+        raise InferenceOptionError(f"segment must be a number of frames >= 1, got {segment!r}")
+    if host_budget is not None and host_budget < 0:
+        raise InferenceOptionError(f"host budget must be >= 0 bytes, got {host_budget}")
+    return dev
 
 
 def _as_frame(raw: Any, index: int) -> Tensor:
@@ -169,7 +206,7 @@ class Upscaler:
         progress: called as ``progress(phase, index)`` after each frame of each pass.
 
     Raises:
-        InferenceError: ``half`` without CUDA, a bad tile/overlap or segment.
+        InferenceOptionError: see :func:`check_upscale_options`.
 
     Example:
         >>> import torch
@@ -199,18 +236,10 @@ class Upscaler:
         segment: int | None = None,
         progress: ProgressFn | None = None,
     ) -> None:
-        self.device = resolve_device(device)
-        if half and self.device.type != "cuda":
-            raise InferenceError("half precision needs a CUDA device (--device cuda)")
-        if tile is not None:
-            try:
-                check_tiling(tuple(tile), tile_overlap)  # type: ignore[arg-type]
-            except ValueError as exc:
-                raise InferenceError(str(exc)) from None
-        if segment is not None and (isinstance(segment, bool) or segment < 1):
-            raise InferenceError(f"segment must be a number of frames >= 1, got {segment!r}")
-        if host_budget is not None and host_budget < 0:
-            raise InferenceError(f"host budget must be >= 0 bytes, got {host_budget}")
+        self.device = check_upscale_options(
+            device=device, half=half, tile=tile, tile_overlap=tile_overlap, segment=segment,
+            host_budget=host_budget,
+        )  # fmt: skip
         self.amp_dtype: torch.dtype | None = None
         if half:
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from vsrkit.infer.errors import InferenceOptionError
+
 __all__ = ["Tile", "blend_weights", "check_tiling", "tile_grid"]
 
 
@@ -35,15 +37,16 @@ class Tile:
 
 
 def check_tiling(tile: tuple[int, int], overlap: int) -> None:
-    """Raise ``ValueError`` unless ``tile`` is positive and larger than ``overlap``."""
+    """Raise :class:`~vsrkit.infer.errors.InferenceOptionError` (a ``ValueError``) unless
+    ``tile`` is two positive sizes larger than ``overlap``."""
     if len(tile) != 2 or any(int(t) < 1 for t in tile):
-        raise ValueError(f"tile must be two sizes >= 1 (height, width), got {tile!r}")
+        raise InferenceOptionError(f"tile must be two sizes >= 1 (height, width), got {tile!r}")
     if overlap < 0:
-        raise ValueError(f"tile overlap must be >= 0, got {overlap}")
+        raise InferenceOptionError(f"tile overlap must be >= 0, got {overlap}")
     if min(tile) <= overlap:
-        raise ValueError(
-            f"tile {tile[0]}x{tile[1]} must be larger than its overlap of {overlap} pixels "
-            "on each side"
+        raise InferenceOptionError(
+            f"tile {tile[0]}x{tile[1]} (--tile) must be larger than its overlap of {overlap} "
+            "pixels on each side (--tile-overlap)"
         )
 
 
