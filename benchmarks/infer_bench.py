@@ -44,6 +44,8 @@ from typing import Any
 
 import numpy as np
 
+from vsrkit._system import peak_rss_gib
+
 MODES = (
     "whole-clip",
     "streaming (spill)",
@@ -54,16 +56,9 @@ MODES = (
 
 
 def _peak_rss_mib() -> float:
-    """Peak resident memory of this process (``VmHWM``; ``ru_maxrss`` would also count the
-    parent's memory at fork time, which Linux carries across exec)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB elsewhere
+    """Peak resident memory of this process in MiB (``VmHWM``; see ``vsrkit._system``)."""
+    peak = peak_rss_gib()
+    return float("nan") if peak is None else peak * 1024
 
 
 def _read(path: Path, index: int, shape: tuple[int, ...]) -> np.ndarray:

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -132,7 +131,10 @@ def _row(preset: str, mode: str, args: argparse.Namespace) -> dict[str, object]:
 
 
 def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    from vsrkit._system import peak_rss_gib
+
+    peak = peak_rss_gib()  # VmHWM: ru_maxrss would count the parent's memory across exec
+    return float("nan") if peak is None else peak * 1024
 
 
 def main() -> None:

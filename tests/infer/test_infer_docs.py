@@ -1,32 +1,10 @@
-"""Every docstring example of vsrkit.infer runs, and the package imports without torch."""
+"""The package's public names resolve, and it imports without torch (its docstring examples
+run in tests/test_docstrings.py with every other module's)."""
 
 from __future__ import annotations
 
-import doctest
-import importlib
 import subprocess
 import sys
-
-import pytest
-
-MODULES = [
-    "vsrkit.infer",
-    "vsrkit.infer.allocator",
-    "vsrkit.infer.frames",
-    "vsrkit.infer.loading",
-    "vsrkit.infer.scoring",
-    "vsrkit.infer.store",
-    "vsrkit.infer.stream",
-    "vsrkit.infer.tiles",
-    "vsrkit.infer.video",
-    "vsrkit.vsr.folders",
-]
-
-
-@pytest.mark.parametrize("name", MODULES)
-def test_docstring_examples_run(name: str) -> None:
-    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
-    assert result.failed == 0
 
 
 def test_every_public_name_resolves_and_the_package_imports_without_torch() -> None:

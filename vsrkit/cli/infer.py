@@ -1,11 +1,13 @@
 """``vsrkit eval`` and ``vsrkit upscale``: parse flags, call :mod:`vsrkit.infer`, report.
 
 Exit codes: 0 done; 1 bad input content (a damaged checkpoint or one without a model config,
-an empty folder, frames of mixed sizes, an unreadable or truncated video, LR/GT sizes that are
-not the model's scale apart, a full spill folder, PyAV missing); 2 a bad command line (an
-unknown flag or missing path, a tile not larger than its overlap, ``--half`` without CUDA, an
-output inside the input, an output that exists without ``--overwrite``/``--skip-existing``);
-130 interrupted (Ctrl-C), with what was written kept.
+an empty folder, frames of mixed sizes or of one name, an unreadable or truncated video, LR/GT
+sizes that are not the model's scale apart, a full disk or spill folder, PyAV missing); 2 a bad
+command line (an unknown flag or missing path, an option the library refuses: a tile not larger
+than its overlap, ``--half`` or ``--device cuda`` without CUDA; an output inside the input or
+of an unknown extension, an output that exists without ``--overwrite``/``--skip-existing``,
+frames of another model with ``--skip-existing``); 130 interrupted (Ctrl-C), 143 terminated
+(SIGTERM), with what was written kept. Each error is one line.
 """
 
 from __future__ import annotations
@@ -249,13 +251,10 @@ def _gib(n: float) -> str:
 
 
 def _peak_rss() -> str:
-    try:
-        import resource
+    from vsrkit._system import peak_rss_gib
 
-        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return _gib(kib * (1 if sys.platform == "darwin" else 1024))
-    except (ImportError, OSError):  # pragma: no cover - not POSIX
-        return "unknown"
+    peak = peak_rss_gib()
+    return "unknown" if peak is None else _gib(peak * 2**30)
 
 
 class _Terminated(KeyboardInterrupt):

@@ -67,9 +67,10 @@ ProgressFn = Callable[[str, int], None]
 
 def default_channels_last(device: torch.device | str) -> bool:
     """The memory format that is faster for inference on ``device``: channels_last on CUDA
-    (tensor cores) and on the CPU too, where streaming took 0.62-0.87x the time of contiguous
-    tensors for the tiny, small and paper models (``benchmarks/infer_bench.py``; unlike a
-    training step, inference has no backward pass that channels_last slows down)."""
+    (tensor cores) and on the CPU too, where streaming took 0.81x the time of contiguous
+    tensors at 72x128 for the tiny, small and paper models, and 0.62x (tiny) / 0.68x (small) at
+    180x320 (``benchmarks/infer_bench.py``; unlike a training step, inference has no backward
+    pass that channels_last slows down)."""
     return torch.device(device).type in ("cuda", "cpu")
 
 

@@ -4,7 +4,8 @@ Frames are aligned with a :class:`~vsrkit.vsr.flow.SpyNet` flow, propagated back
 forwards through two trunks of residual blocks, fused, upsampled x4 with pixel shuffle and
 added to the upsampled input (bicubic by default, bilinear as in BasicSR with
 ``skip="bilinear"``). The last convolution starts at zero, so an untrained model returns
-exactly :func:`bicubic_upsample` of its input: training starts from bicubic.
+exactly the skip connection's upsample of its input (:func:`bicubic_upsample` by default):
+training starts from there.
 
 Layer activity names (see :mod:`vsrkit.vsr.activity`): ``Backward_Block_01 ...``,
 ``Forward_Block_01 ...`` and ``Final_Fusion``.
