@@ -531,6 +531,77 @@ def test_connections_beyond_the_cap_get_503_with_headers(snapshot) -> None:
             time.sleep(0.05)
 
 
+def _read_reply(sock: socket.socket) -> int:
+    """Read one Content-Length framed reply from ``sock``; its status."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        part = sock.recv(65536)
+        assert part, "the server closed the connection without a reply"
+        data += part
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        part = sock.recv(65536)
+        assert part, "the server closed the connection inside a reply"
+        body += part
+    return int(head.split(b" ", 2)[1])
+
+
+@pytest.mark.parametrize("accept_rate", [None, 1000.0])
+def test_back_to_back_connections_are_served_while_workers_are_held(
+    snapshot: MetricsSnapshot, accept_rate: float | None
+) -> None:
+    """A worker held by a stream or a kept-alive connection never makes a new one wait.
+
+    One idle worker and two connections accepted back to back: each must get a worker of
+    its own (the idle one, and a new thread), whatever the timing of the idle worker's
+    wake-up. Several rounds, as the race this guards against is one of timing.
+    """
+    for _ in range(6):
+        with MonitorServer(
+            snapshot=snapshot,
+            actions=None,
+            port=0,
+            header_timeout=30,
+            request_timeout=30,
+            max_accept_rate=accept_rate,
+        ) as srv:
+            ask = (
+                f"GET /api/status HTTP/1.1\r\nHost: {host(srv)}\r\n"
+                f"X-Vsrkit-Token: {srv.token}\r\n\r\n"
+            ).encode()
+            held = [socket.create_connection(("127.0.0.1", srv.port), timeout=10) for _ in "ab"]
+            held[0].sendall(ask.replace(b"/api/status", b"/events"))  # a stream never ends
+            held[0].recv(100)
+            held[1].sendall(ask)  # a kept-alive connection: its worker waits for the next one
+            assert _read_reply(held[1]) == 200
+            assert request(srv, "GET", "/api/status")[0] == 200  # its worker is idle after
+            time.sleep(0.2)
+            pair = [socket.create_connection(("127.0.0.1", srv.port), timeout=5) for _ in "ab"]
+            start = time.monotonic()
+            try:
+                for sock in pair:
+                    sock.sendall(ask)  # kept alive too: a browser's page and its status poll
+                assert [_read_reply(sock) for sock in pair] == [200, 200]
+                assert time.monotonic() - start < 3.0
+            finally:
+                for sock in pair + held:
+                    sock.close()
+
+
+def test_connections_one_after_another_reuse_the_pool(snapshot: MetricsSnapshot) -> None:
+    with MonitorServer(snapshot=snapshot, actions=None, port=0, max_request_rate=None) as srv:
+        before = threading.active_count()
+        for _ in range(40):
+            assert request(srv, "GET", "/api/status")[0] == 200
+            time.sleep(0.01)  # the worker sees the close and goes back to the pool
+        assert threading.active_count() - before <= 3  # not a thread per connection
+
+
 def test_refused_requests_take_no_pacing_slot(snapshot: MetricsSnapshot) -> None:
     with MonitorServer(
         snapshot=snapshot, actions=None, port=0, max_request_rate=1.0, request_timeout=0.5

@@ -100,7 +100,14 @@ def write_secret(path: str | os.PathLike[str], text: str) -> None:
 class _HTTPServer(HTTPServer):
     """Connections are served by a pool of at most ``max_connections`` threads, started as
     they are needed and kept; one connection more is answered 503 at once by the accepting
-    thread (no thread is started for it, so a flood costs a bounded number of threads)."""
+    thread (no thread is started for it, so a flood costs a bounded number of threads).
+
+    Each accepted connection gets a worker of its own at once: the accepting thread claims
+    an idle worker for it (``_idle`` counts the workers waiting for a job that no queued job
+    has claimed yet) or starts a thread. A worker counts itself idle only once its connection
+    is closed, so two connections accepted back to back never share one idle worker (the
+    second would wait behind an ``/events`` stream or a kept-alive connection).
+    """
 
     request_queue_size = 1024  # a burst of connections waits in the kernel, not SYN retries
 
@@ -127,8 +134,11 @@ class _HTTPServer(HTTPServer):
             start = False
             if not full:
                 self.active += 1
-                start = self._idle == 0 and self.workers < self.monitor.max_connections
-                self.workers += start
+                if self._idle:  # claim an idle worker: it takes this job (or an equal one)
+                    self._idle -= 1
+                else:  # every worker is busy or claimed (so workers < max_connections)
+                    start = True
+                    self.workers += 1
         if full:
             self.monitor.refused_connections += 1
             with contextlib.suppress(OSError):
@@ -151,12 +161,10 @@ class _HTTPServer(HTTPServer):
         self._jobs.put((request, client_address))
 
     def _work(self) -> None:
+        """Serve connections until ``None`` comes. A thread is started for a job, and joins
+        the idle ones only when its connection is closed, right before it waits again."""
         while True:
-            with self._active_lock:
-                self._idle += 1
             job = self._jobs.get()
-            with self._active_lock:
-                self._idle -= 1
             if job is None:
                 return
             request, client_address = job
@@ -168,6 +176,7 @@ class _HTTPServer(HTTPServer):
                 self.shutdown_request(request)
                 with self._active_lock:
                     self.active -= 1
+                    self._idle += 1
 
     def server_close(self) -> None:
         super().server_close()
