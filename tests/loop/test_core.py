@@ -388,3 +388,42 @@ def test_the_non_finite_streak_runs_on_across_a_resume(tmp_path):
     b = build(tmp_path / "b")
     b.load_state_dict(json.loads(json.dumps(a.state_dict())))
     assert run(b, [3, 4]).stop == "nonfinite"
+
+
+def test_the_settings_in_effect_are_copied_only_when_they_change(tmp_path, monkeypatch):
+    """The manager's ``current`` (a copy under its lock) is read at bind, when a change is
+    applied and when a state is loaded: never per step, also not by the clip value."""
+    from vsrkit.config import RuntimeConfigManager
+
+    reads = []
+    getter = RuntimeConfigManager.current.fget
+    monkeypatch.setattr(
+        RuntimeConfigManager, "current", property(lambda self: reads.append(1) or getter(self))
+    )
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+
+    class Constant:
+        def lr(self, step):
+            return 1e-3
+
+    live = {**example_settings(), "max_lr": 1e-3, "grad_clip": 2.0}
+    loop = core(tmp_path, terms=("l1",), log_every=5, poll_every=10, runtime_config=live,
+                lr=ScheduledLR(opt, Constant()), plateau=PlateauTracker(),
+                lr_policy=LRBoostPolicy(), statistics=False)  # fmt: skip
+    assert len(reads) == 1  # bind
+    loop.begin(0)
+    for step in range(1, 31):  # six intervals, three poll steps without a change
+        feed(loop, step)
+        loop.end_of_step(step)
+        assert loop.clip_value == 2.0
+    assert len(reads) == 1
+    assert loop.apply_changes([], 30) == [] and len(reads) == 1
+    loop.runtime.submit({"max_lr": 5e-4, "grad_clip": 3.0})
+    for step in range(31, 41):  # the poll step 40 applies them: one read
+        feed(loop, step)
+        loop.end_of_step(step)
+    assert len(reads) == 2
+    assert opt.param_groups[0]["lr"] == 5e-4 and loop.clip_value == 3.0
+    assert loop.live["max_lr"] == 5e-4
+    loop.live["max_lr"] = 1.0  # a copy: the loop's settings stay
+    assert loop.live["max_lr"] == 5e-4

@@ -206,6 +206,9 @@ class LoopCore:
         self._bound = False
         self._closed = False
         self._pending_state: tuple[Mapping[str, Any], bool] | None = None
+        # the runtime settings in effect: refreshed only where they change (bind, a change
+        # applied, a state loaded), never copied from the manager per step
+        self._live: dict[str, Any] = {}
         self._interval_started = time.perf_counter()
 
     # ------------------------------------------------------------------ set-up
@@ -235,6 +238,7 @@ class LoopCore:
                 is_main=main,
                 schema=self._runtime_schema,
             )
+            self._live = self.runtime.current
         self.snapshot = MetricsSnapshot()
         if self._statistics:
             # the LR is a required field when the LR control is known now; an adapter that
@@ -267,8 +271,8 @@ class LoopCore:
 
     @property
     def live(self) -> dict[str, Any]:
-        """The runtime settings in effect (empty without a runtime config)."""
-        return {} if self.runtime is None else self.runtime.current
+        """A copy of the runtime settings in effect (empty without a runtime config)."""
+        return dict(self._live)
 
     @property
     def log_every(self) -> int:
@@ -281,7 +285,7 @@ class LoopCore:
         ``grad_clip`` (``None`` without either)."""
         if self.clip is not None:
             return float(self.clip.clip_value)
-        value = self.live.get("grad_clip")
+        value = self._live.get("grad_clip")
         return None if value is None else float(value)
 
     def combine(self, losses: Mapping[str, Any], *, step: int) -> Any:
@@ -310,7 +314,7 @@ class LoopCore:
         self.state.step = int(step)
         self._interval_started = time.perf_counter()
         if self.lr is not None:
-            self.lr.refresh(step, self.state, self.live)
+            self.lr.refresh(step, self.state, self._live)
 
     def at_interval(self, step: int, *, last: bool = False) -> bool:
         """Whether :meth:`end_of_step` at ``step`` ends a log interval."""
@@ -333,7 +337,7 @@ class LoopCore:
         self._need_bind("end_of_step")
         self.state.step = int(step)
         if self.lr is not None:
-            self.lr.refresh(step, self.state, self.live)
+            self.lr.refresh(step, self.state, self._live)
         outcome = None
         if self.at_interval(step, last=last):
             outcome = self._interval(step, extra)
@@ -368,7 +372,7 @@ class LoopCore:
             logger.warning(
                 "skipped %d step(s) with a non-finite loss before step %d", int(m["skipped"]), step
             )
-        live = self.live
+        live = self._live
         lrs = self.lr.lrs() if self.lr is not None else None
         finite = bool(m["finite_steps"])
         if finite:
@@ -459,11 +463,14 @@ class LoopCore:
         """Hand each accepted runtime change to the component that owns it (the routing table);
         returns the keys applied. A change a component refuses is logged and skipped (the
         rest still apply); then the LR follows the settings in force."""
-        live = self.live
+        accepted = [c for c in changes if c.accepted and c.key is not None]
+        if not accepted:
+            return []  # nothing changed: the settings in force stay as they are
+        if self.runtime is not None:
+            self._live = self.runtime.current  # the settings in effect change only here
+        live = self._live
         applied = []
-        for change in changes:
-            if not change.accepted or change.key is None:
-                continue
+        for change in accepted:
             key = change.key
             try:
                 self._route(key, live, step)
@@ -592,6 +599,8 @@ class LoopCore:
                 logger.warning("the checkpoint has no %s state: it starts fresh", name)
                 continue
             obj.load_state_dict(saved)
+        if self.runtime is not None:
+            self._live = self.runtime.current
         self.state = loop
         if loop.interval is not None:
             self.losses.load_state_dict(loop.interval)
@@ -599,7 +608,7 @@ class LoopCore:
             return
         # settings are not part of the components' state: those in effect at the checkpoint
         # are applied again (constructor values stay for the rest)
-        merged = {**self.live, **loop.applied_settings}
+        merged = {**self._live, **loop.applied_settings}
         for key in loop.applied_settings:
             try:
                 self._route(key, merged, loop.step)
