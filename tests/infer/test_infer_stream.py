@@ -263,3 +263,24 @@ def test_cuda_streaming_matches_the_whole_clip(model, half: bool) -> None:
     out = torch.stack([f for _, f in up.stream(clip)])
     assert up.stats.spilled_frames > 0 and out.is_pinned()
     assert float((out - ref).abs().max()) < (2e-2 if half else 1e-4)
+
+
+def test_stream_with_input_gives_each_output_its_frame_read_once() -> None:
+    from vsrkit.infer import Upscaler
+    from vsrkit.vsr import build_model
+
+    clip = (torch.rand(5, 3, 9, 11) * 255).round().to(torch.uint8)
+    reads = []
+
+    def frames():  # counts how often the source is read
+        for f in clip:
+            reads.append(1)
+            yield f
+
+    up = Upscaler(build_model("tiny"), device="cpu", host_budget=0)
+    got = list(up.stream_with_input(frames()))
+    assert len(reads) == 5 and [i for i, _, _ in got] == list(range(5))
+    for i, sr, lr in got:
+        assert lr.dtype == torch.float32 and torch.equal(lr, clip[i].float() / 255.0)
+        assert sr.shape == (3, 36, 44)
+    assert up._inputs == {}  # nothing kept after the stream ends

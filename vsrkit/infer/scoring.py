@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from vsrkit.infer.errors import InferenceError
@@ -295,15 +294,15 @@ def evaluate(
     for c, clip in enumerate(clips):
         if on_clip is not None:
             on_clip(c, clip)
-        gts, lrs = iter(clip.gt()), iter(clip.lr())  # the second LR pass: bicubic
+        gts = iter(clip.gt())
         sums = dict.fromkeys(METRICS, 0.0)
         count = 0
         out_dir = Path(save_frames) / clip.name if save_frames is not None else None
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
-        for index, sr in upscaler.stream(clip.lr()):
-            gt, lr = next(gts, None), next(lrs, None)
-            if gt is None or lr is None:
+        for index, sr, lr in upscaler.stream_with_input(clip.lr()):  # the LR is read once
+            gt = next(gts, None)
+            if gt is None:
                 raise InferenceError(f"clip {clip.name}: fewer GT than LR frames")
             if tuple(gt.shape[-2:]) != tuple(sr.shape[-2:]):
                 h, w = lr.shape[-2:]
@@ -312,8 +311,7 @@ def evaluate(
                     f"{gt.shape[-2]}x{gt.shape[-1]}; expected GT {h * scale}x{w * scale} "
                     f"(x{scale}, the model's scale)"
                 )
-            lr_f = lr.float() / 255.0 if lr.dtype == torch.uint8 else lr
-            bicubic = bicubic_upsample(lr_f[None], scale)[0]
+            bicubic = bicubic_upsample(lr[None], scale)[0]
             try:
                 for key, out in (("", sr), ("bicubic_", bicubic)):
                     out = out.clamp(0, 1)

@@ -269,6 +269,8 @@ class Upscaler:
         self._weight_sum = torch.ones(())
         self._store_dtype = torch.float32
         self._feat_dtype: torch.dtype | None = None
+        self._keep_inputs = False  # stream_with_input: each output's LR frame, until yielded
+        self._inputs: dict[int, Tensor] = {}
 
     # ------------------------------------------------------------------ public
     def stream(
@@ -303,6 +305,20 @@ class Upscaler:
         if start == 0:
             raise InferenceError("no frames to upscale (the input is empty)")
         self.stats.frames = start
+
+    def stream_with_input(
+        self, frames: Iterable[Any], *, skip: Callable[[int], bool] | None = None
+    ) -> Iterator[tuple[int, Tensor, Tensor]]:
+        """As :meth:`stream`, with each output's input frame: ``(index, frame, lr)``, ``lr``
+        a float32 CPU ``(3, h, w)`` tensor in [0, 1], taken from the store (the input is still
+        read once: a caller that also needs the LR frames reads nothing twice)."""
+        self._keep_inputs = True
+        try:
+            for index, frame in self.stream(frames, skip=skip):
+                yield index, frame, self._inputs.pop(index)
+        finally:
+            self._keep_inputs = False
+            self._inputs.clear()
 
     # ------------------------------------------------------------------ passes
     def _segment(
@@ -378,6 +394,8 @@ class Upscaler:
                 store.release(i)
                 if frame is not None and not self._whole:
                     frame = frame / self._weight_sum
+                if frame is not None and self._keep_inputs:
+                    self._inputs[start + i] = lr[0].float().cpu()
                 ready = outputs.push(start + i, frame[0]) if frame is not None else []
             prev = lr
             self._report("forward", start + i)
