@@ -427,3 +427,74 @@ def test_the_settings_in_effect_are_copied_only_when_they_change(tmp_path, monke
     assert loop.live["max_lr"] == 5e-4
     loop.live["max_lr"] = 1.0  # a copy: the loop's settings stay
     assert loop.live["max_lr"] == 5e-4
+
+
+def test_a_state_with_a_broken_last_component_loads_nothing(tmp_path):
+    """The components load one by one; one that refuses its part puts the ones loaded before
+    it back, so the loop is as it was (the same for the open interval's sums)."""
+
+    def build(where):
+        w = AdaptiveLossWeights(("l1", "ms"), initial={"l1": 0.5, "ms": 0.5})
+        return core(where, log_every=5, loss_weights=w, plateau=PlateauTracker(patience=30),
+                    lr_policy=LRBoostPolicy(), clip=GradClipAdapter(min_history=1),
+                    runtime_config=example_settings())  # fmt: skip
+
+    a = build(tmp_path / "a")
+    for step in range(1, 21):
+        feed(a, step, l1=1.0 / step, ms=2.0 / step, norm=float(step))
+        a.end_of_step(step)
+    a.validation_end(20, {"quality_ki_value": 0.7})
+    good = json.loads(json.dumps(a.state_dict()))
+
+    b = build(tmp_path / "b")
+    for step in range(1, 8):  # b has a history of its own, and an open interval
+        feed(b, step, l1=3.0, ms=1.0, norm=0.5)
+        b.end_of_step(step)
+    b.validation_end(5, {"quality_ki_value": 0.2})
+    before = b.state_dict()
+    assert before["components"] != good["components"]
+
+    bad_last = json.loads(json.dumps(good))
+    bad_last["components"]["statistics"] = {"version": 1, "pending": "not a list"}
+    bad_interval = json.loads(json.dumps(good))
+    bad_interval["loop"]["interval"] = {**good["loop"]["interval"], "sums": [1.0]}
+    for bad in (bad_last, bad_interval):
+        with pytest.raises(StateError):
+            b.load_state_dict(bad)
+        assert b.state_dict() == before
+    b.load_state_dict(good)  # a good state still loads whole
+    assert b.state_dict()["components"] == good["components"]
+
+
+def test_a_component_that_fails_half_loaded_is_put_back_too(tmp_path):
+    class Sloppy:  # a component of the user's that changes itself before it checks
+        def __init__(self):
+            self.value = 1
+
+        def state_dict(self):
+            return {"value": self.value}
+
+        def load_state_dict(self, state):
+            self.value = state.get("value")
+            if not isinstance(self.value, int):
+                raise TypeError("value must be an int")
+
+        def read(self, step):
+            return None
+
+        def status(self):
+            return {}
+
+    tracker = PlateauTracker(patience=30)
+    loop = core(tmp_path, terms=("l1",), plateau=tracker, grad_monitor=Sloppy(), statistics=False)
+    fresh = tracker.state_dict()
+    other = core(tmp_path / "o", terms=("l1",), plateau=PlateauTracker(patience=30),
+                 log_every=1, statistics=False)  # fmt: skip
+    for step in range(1, 6):
+        feed(other, step, l1=1.0 / step)
+        other.end_of_step(step)
+    state = other.state_dict()
+    state["components"]["grad_monitor"] = {"value": "x"}
+    with pytest.raises(TypeError):
+        loop.load_state_dict(state)
+    assert tracker.state_dict() == fresh and loop.grad_monitor.value == 1

@@ -22,6 +22,7 @@ Not thread-safe: call it from the training loop.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
@@ -581,6 +582,10 @@ class LoopCore:
         reference recipe passes ``False``: it merges the settings itself (the command line
         wins) and builds the components from them.
 
+        All or nothing: the loop state and the open interval's sums are checked before any
+        component is touched, and when a component refuses its part, the components loaded
+        before it get their previous state back.
+
         Raises:
             StateError: A state of another version, a missing key or a bad value (nothing
                 is loaded then).
@@ -590,15 +595,26 @@ class LoopCore:
         if not self._bound:
             self._pending_state = (state, settings)
             return
+        if loop.interval is not None:  # checked on a scratch accumulator first
+            LossAccumulator(self.terms).load_state_dict(loop.interval)
         comps = state["components"]
+        todo, missing = [], []
         for name, obj in self._components().items():
             if obj is None or (name == "runtime_config" and not settings):
                 continue
-            saved = comps.get(name)
-            if saved is None:
-                logger.warning("the checkpoint has no %s state: it starts fresh", name)
-                continue
-            obj.load_state_dict(saved)
+            if comps.get(name) is None:
+                missing.append(name)
+            else:
+                todo.append((obj, comps[name]))
+        previous = [copy.deepcopy(obj.state_dict()) for obj, _ in todo]
+        for i, (obj, saved) in enumerate(todo):
+            try:
+                obj.load_state_dict(saved)
+            except BaseException:
+                self._roll_back(todo[: i + 1], previous)  # the refusing one too: it may be
+                raise  # half-loaded if it is not one of vsrkit's (they check first)
+        for name in missing:
+            logger.warning("the checkpoint has no %s state: it starts fresh", name)
         if self.runtime is not None:
             self._live = self.runtime.current
         self.state = loop
@@ -614,6 +630,15 @@ class LoopCore:
                 self._route(key, merged, loop.step)
             except VsrkitError as exc:
                 logger.warning("runtime setting %s not applied on resume: %s", key, exc)
+
+    @staticmethod
+    def _roll_back(loaded: Sequence[tuple[Any, Any]], previous: Sequence[Any]) -> None:
+        """Give the components of ``loaded`` their ``previous`` states again (last first)."""
+        for (obj, _), old in reversed(list(zip(loaded, previous, strict=False))):
+            try:
+                obj.load_state_dict(old)
+            except Exception:  # keep the original error; say that this one stays changed
+                logger.exception("%s: its previous state could not be put back", type(obj).__name__)
 
     def close(self) -> None:
         """Flush pending statistics files and TensorBoard (idempotent)."""
