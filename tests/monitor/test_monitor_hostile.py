@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from monitor_helpers import post_json, raw_exchange, request, responses
 
 from vsrkit.config import RuntimeConfigManager, example_settings
@@ -664,6 +666,89 @@ def test_symlinks_out_of_the_run_folder_are_not_followed(tmp_path: Path) -> None
     assert "Statistik_50.json: not a regular file" in errors
     assert status["run_folder"]["statistics_files"] == 2  # Statistik_10 and its link
     assert status["iteration"] == 10  # Statistik_40.json is a link to Statistik_10.json
+
+
+@pytest.fixture(scope="module")
+def hostile_folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[str]]:
+    """A run folder holding every kind of name the read path refuses, and good files."""
+    base = tmp_path_factory.mktemp("hostile")
+    run, outside = base / "run", base / "outside"
+    (run / "sub").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "secret.jsonl").write_text('{"key": "TOP-SECRET"}\n')
+    (run / "sub" / "inside.jsonl").write_text('{"key": "in a subfolder"}\n')
+    (run / "config_changes.jsonl").write_text('{"key": "a"}\n{"key": "b"}\n')
+    (run / "link_in.jsonl").symlink_to(run / "config_changes.jsonl")  # inside: read
+    (run / "link_out.jsonl").symlink_to(outside / "secret.jsonl")
+    (run / "link_up.jsonl").symlink_to("../outside/secret.jsonl")
+    (run / "link_abs.jsonl").symlink_to("/etc/passwd")
+    (run / "link_root.jsonl").symlink_to(run)  # the folder itself
+    (run / "dangling.jsonl").symlink_to(run / "gone.jsonl")
+    (run / "dir.jsonl").mkdir()
+    os.mkfifo(run / "fifo.jsonl")  # a plain open() would block
+    os.mkfifo(run / "fifo\n\x1b[31mforged.jsonl")
+    names = [
+        "config_changes.jsonl",
+        "link_in.jsonl",
+        "sub/inside.jsonl",  # a file inside, but not a plain name
+        "../outside/secret.jsonl",
+        f"{outside}/secret.jsonl",
+        "link_out.jsonl",
+        "link_up.jsonl",
+        "link_abs.jsonl",
+        "link_root.jsonl",
+        "dangling.jsonl",
+        "dir.jsonl",
+        "fifo.jsonl",
+        "fifo\n\x1b[31mforged.jsonl",
+        "missing.jsonl",
+        ".",
+        "..",
+        "",
+        "nul\0.jsonl",
+    ]
+    return os.path.realpath(run), names
+
+
+def _outcome(read: Any, root: str, name: str) -> tuple[str, Any]:
+    from vsrkit.monitor.runfolder import _Refused
+
+    try:
+        return "read", read(root, name, 1 << 20)
+    except _Refused as exc:
+        return "refused", str(exc)
+
+
+def test_the_tail_path_refuses_what_the_read_path_refuses(
+    hostile_folder: tuple[str, list[str]],
+) -> None:
+    from vsrkit.monitor.runfolder import _read_inside, _tail_inside
+
+    root, names = hostile_folder
+    for name in names:
+        whole, tail = _outcome(_read_inside, root, name), _outcome(_tail_inside, root, name)
+        assert whole == tail, name
+        if whole[0] == "refused":  # one printable line, whatever the name holds
+            assert whole[1].isprintable(), whole[1]
+    outcomes = {n: _outcome(_tail_inside, root, n) for n in names[2:]}
+    assert all(kind == "refused" for kind, _ in outcomes.values()), outcomes
+    refused = {n: text for n, (_, text) in outcomes.items()}
+    assert refused["sub/inside.jsonl"] == "sub/inside.jsonl: not a plain file name"
+    assert "a link that leads out of the run folder" in refused["link_out.jsonl"]
+    assert "a link that leads out of the run folder" in refused["link_root.jsonl"]
+    assert refused["fifo.jsonl"] == "fifo.jsonl: not a regular file, not read"
+    assert refused["fifo\n\x1b[31mforged.jsonl"].startswith("fifo\\n\\x1b[31mforged.jsonl: ")
+    assert all(b"TOP-SECRET" not in str(v).encode() for v in refused.values())
+    assert _tail_inside(root, "link_in.jsonl", 1 << 20) == b'{"key": "a"}\n{"key": "b"}\n'
+    assert _tail_inside(root, "config_changes.jsonl", 16) == b'{"key": "b"}\n'  # a line start
+
+
+@given(name=st.one_of(st.text(max_size=40), st.sampled_from(["sub", "dir.jsonl", "link_in.jsonl"])))
+def test_read_and_tail_agree_on_any_name(hostile_folder: tuple[str, list[str]], name: str) -> None:
+    from vsrkit.monitor.runfolder import _read_inside, _tail_inside
+
+    root, _ = hostile_folder
+    assert _outcome(_read_inside, root, name) == _outcome(_tail_inside, root, name)
 
 
 @pytest.mark.parametrize("bad", ["NaN", "Infinity", "-Infinity"])

@@ -69,23 +69,50 @@ def read_inside(root: str | os.PathLike[str], name: str, *, limit: int) -> bytes
         raise ValueError(str(exc)) from None
 
 
-def _read_inside(real_root: str, name: str, limit: int) -> bytes:
-    if not name or "/" in name or os.sep in name or name in (".", ".."):
-        raise _Refused(f"{printable(name)}: not a plain file name")
+def _open_inside(real_root: str, name: str) -> tuple[int, os.stat_result]:
+    """Open file ``name`` of the folder ``real_root`` (a real path) for reading.
+
+    The one gate of every read: a plain name (no separator, not ``.`` or ``..``, no NUL),
+    its real path inside ``real_root`` and not the folder itself (a link may point to a
+    file of the folder, never out of it), opened without following a last link and without
+    blocking (a FIFO), and a regular file. Returns the descriptor (the caller closes it)
+    and its ``fstat``; anything else raises :class:`_Refused` with the name made printable.
+    """
+    shown = printable(name)
+    if (
+        not name
+        or "/" in name
+        or os.sep in name
+        or (os.altsep is not None and os.altsep in name)
+        or "\0" in name
+        or name in (".", "..")
+    ):
+        raise _Refused(f"{shown}: not a plain file name")
     real = os.path.realpath(os.path.join(real_root, name))
     if os.path.commonpath([real, real_root]) != real_root or real == real_root:
-        raise _Refused(f"{printable(name)}: a link that leads out of the run folder, not read")
+        raise _Refused(f"{shown}: a link that leads out of the run folder, not read")
     flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
     try:
         fd = os.open(real, flags | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
-        raise _Refused(f"{printable(name)}: cannot be opened ({exc.strerror})") from None
+        raise _Refused(f"{shown}: cannot be opened ({exc.strerror})") from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise _Refused(f"{printable(name)}: not a regular file, not read")
+            raise _Refused(f"{shown}: not a regular file, not read")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def _read_inside(real_root: str, name: str, limit: int) -> bytes:
+    """The whole file (see :func:`_open_inside`), refused when larger than ``limit``."""
+    fd, st = _open_inside(real_root, name)
+    shown = printable(name)
+    try:
         if st.st_size > limit:
-            raise _Refused(f"{printable(name)}: {st.st_size} bytes, more than {limit}; not read")
+            raise _Refused(f"{shown}: {st.st_size} bytes, more than {limit}; not read")
         chunks, left = [], limit + 1
         while left > 0:
             chunk = os.read(fd, min(left, 1 << 20))
@@ -95,26 +122,17 @@ def _read_inside(real_root: str, name: str, limit: int) -> bytes:
             left -= len(chunk)
         data = b"".join(chunks)
         if len(data) > limit:
-            raise _Refused(f"{printable(name)}: grew past {limit} bytes while read; not read")
+            raise _Refused(f"{shown}: grew past {limit} bytes while read; not read")
         return data
     finally:
         os.close(fd)
 
 
 def _tail_inside(real_root: str, name: str, limit: int) -> bytes:
-    """The last ``limit`` bytes of a file inside the folder, from a line start."""
-    real = os.path.realpath(os.path.join(real_root, name))
-    if os.path.commonpath([real, real_root]) != real_root:
-        raise _Refused(f"{name}: a link that leads out of the run folder, not read")
-    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
+    """The last ``limit`` bytes of a file inside the folder (see :func:`_open_inside`),
+    from a line start."""
+    fd, st = _open_inside(real_root, name)
     try:
-        fd = os.open(real, flags | getattr(os, "O_CLOEXEC", 0))
-    except OSError as exc:
-        raise _Refused(f"{name}: cannot be opened ({exc.strerror})") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise _Refused(f"{name}: not a regular file, not read")
         start = max(0, st.st_size - limit)
         data = os.pread(fd, limit, start)
         if start > 0:
