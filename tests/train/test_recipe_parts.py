@@ -220,6 +220,21 @@ def test_run_dir_from_a_checkpoint_path(run_with_checkpoints: Path) -> None:
         resolve_run_dir(TrainConfig.from_sources(overrides={"resume": "latest"}))
 
 
+@pytest.mark.parametrize(
+    "text", ["\u00b2", "\u0663", "gone.pth", "checkpoints/checkpoint_step_0000010.pth"]
+)
+def test_a_resume_path_that_is_no_file_is_refused_before_any_folder_is_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str
+) -> None:
+    """``"²"`` passes ``str.isdigit`` but is no step: it is a path, and there is no such file;
+    the folder a path would imply (two levels up) is not created, not even ``checkpoints/``."""
+    monkeypatch.chdir(tmp_path)
+    cfg = TrainConfig.from_sources(overrides={"resume": text})
+    with pytest.raises(ResumeError, match=f"--resume {text}: no such checkpoint file"):
+        resolve_run_dir(cfg)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_best_falls_back_to_the_next_best_when_the_best_is_damaged(
     run_with_checkpoints: Path,
 ) -> None:

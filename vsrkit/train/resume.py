@@ -30,6 +30,7 @@ from vsrkit.checkpoint import (
     CheckpointRecord,
     parse_checkpoint_name,
 )
+from vsrkit.checkpoint.names import parse_step
 from vsrkit.errors import VsrkitError
 from vsrkit.train.config import PROCESS_KEYS, TrainConfig, TrainConfigError
 from vsrkit.train.distributed import DistContext
@@ -97,7 +98,7 @@ def default_runs_root() -> Path:
 
 def _checkpoint_path(resume: str | None) -> Path | None:
     """``resume`` as a checkpoint file path, if it is one."""
-    if resume is None or resume in ("latest", "best", "ask") or resume.isdigit():
+    if resume is None or resume in ("latest", "best", "ask") or parse_step(resume) is not None:
         return None
     return Path(resume).expanduser()
 
@@ -107,10 +108,16 @@ def resolve_run_dir(cfg: TrainConfig, *, create: bool = True) -> Path:
     new folder under :func:`default_runs_root`. Created if missing (with ``create``).
 
     Raises:
-        ResumeError: ``--resume latest|best|STEP|ask`` without ``--run-dir``, or
-            ``--resume best|STEP|ask`` with a run folder that does not exist.
+        ResumeError: ``--resume latest|best|STEP|ask`` without ``--run-dir``,
+            ``--resume best|STEP|ask`` with a run folder that does not exist, or a
+            ``--resume PATH`` that is not a file.
     """
     path = _checkpoint_path(cfg.resume)
+    if path is not None and not path.is_file():  # refused before any folder is made
+        raise ResumeError(
+            f"--resume {cfg.resume}: no such checkpoint file (give latest, best, ask, a step "
+            "or a checkpoint_step_<N>.pth file)"
+        )
     if cfg.run_dir is not None:
         run_dir = Path(cfg.run_dir).expanduser()
     elif path is not None:
@@ -237,8 +244,8 @@ def _choose_step(resume: str, ckpts: CheckpointManager, choose: Chooser | None) 
         default = next((r for r in reversed(valid) if r.step == latest), None)
         chosen = choose(valid, default=default)
         return chosen.step if chosen is not None else None
-    if resume.isdigit():
-        step = int(resume)
+    step = parse_step(resume)
+    if step is not None:
         if not any(r.step == step for r in valid):
             raise ResumeError(
                 f"--resume {step}: no valid checkpoint at that step in {ckpts.directory} "
