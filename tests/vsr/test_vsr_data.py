@@ -251,3 +251,14 @@ def test_validation_clips_are_refused_for_vimeo(tmp_path: Path) -> None:
     (vimeo / "sep_trainlist.txt").write_text("00001/0001\n")
     with pytest.raises(DatasetLayoutError, match="sep_testlist.txt, not val_clips"):
         build_dataset(str(vimeo), split="train", num_frames=2, lr_size=2, val_clips=["x"])
+
+
+@given(names=st.lists(st.text(max_size=12), max_size=8))
+def test_natural_key_sorts_any_names(names: list[str]) -> None:
+    """Any names sort without an error (``"²"`` passes ``str.isdigit`` but not ``int``), and
+    names that differ only in an ASCII number sort by its value."""
+    from vsrkit.vsr.folders import natural_key
+
+    sorted(names + ["\u00b2", "f\u00b2.png", "\u0663"], key=natural_key)
+    numbered = [f"frame{n}.png" for n in range(len(names) + 12)]
+    assert sorted(reversed(numbered), key=natural_key) == numbered

@@ -76,7 +76,7 @@ def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
         ['f1.png', 'f2.png', 'f10.png']
     """
     parts = re.split(r"(\d+)", name)
-    return tuple((0, int(p)) if p.isdigit() else (1, p.lower()) for p in parts if p)
+    return tuple((0, int(p)) if p.isdecimal() else (1, p.lower()) for p in parts if p)
 
 
 def _frames_in(folder: Path) -> list[Path]:
