@@ -124,6 +124,10 @@ def test_keys_queue_actions_and_settings_go_through_submit(pty_child) -> None:
     term.send("c")
     number = term.expect(r"(\d+)\. grad_clip \(0\.1-10\)").group(1)
     term.expect(r"number \(Enter cancels\): ")
+    term.send("\u00b2\r")  # passes str.isdigit, not int(): one line, the menu stays
+    term.expect(r"settings: no entry '\u00b2'")
+    term.send("c")
+    term.expect(r"number \(Enter cancels\): .*\n.*RUNTIME SETTINGS|number \(Enter cancels\): $")
     term.send(number + "\r")
     term.expect(r"new value for grad_clip")
     term.send("99\r")

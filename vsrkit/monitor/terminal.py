@@ -10,6 +10,7 @@ line now and then instead. Any width works: lines are cut to the terminal's widt
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import json
 import logging
@@ -241,6 +242,7 @@ class TerminalView:
         self.is_tty = _isatty(stream)
         self.color = self.is_tty if color is None else color
         self._stop = threading.Event()
+        self._utf8 = codecs.getincrementaldecoder("utf-8")("replace")
         self._out = threading.Lock()
         self._menu = threading.Event()  # set while the settings menu owns the terminal
         self._drawn = 0  # lines of the last panel (to redraw in place)
@@ -360,7 +362,10 @@ class TerminalView:
         self._term_attrs = None
 
     def _read_char(self) -> str | None:
-        """One character, or None after a short wait (so ``stop`` is noticed)."""
+        """One character, or None after a short wait (so ``stop`` is noticed).
+
+        Bytes are decoded as UTF-8 across reads: ``²`` is one character, not two
+        replacement marks; a character cut short reads as ``\ufffd``."""
         fd = self.stdin.fileno()
         ready, _, _ = select.select([fd], [], [], 0.2)
         if not ready:
@@ -369,7 +374,11 @@ class TerminalView:
         if not data:
             self._stop.wait(0.2)  # stdin closed: keys are over, the panel goes on
             return None
-        return data.decode("utf-8", "replace")
+        text = self._utf8.decode(data)
+        while not text:  # the next bytes of a character of several (UTF-8)
+            more = os.read(fd, 1) if select.select([fd], [], [], 0.2)[0] else b""
+            text = self._utf8.decode(more, final=not more)
+        return text
 
     def _read_line(self, prompt: str) -> str | None:
         """A line typed by the user, echoed by us (cbreak mode); None on stop."""
@@ -443,7 +452,7 @@ class TerminalView:
             lines.append(f"{i:3d}. {row['key']}{rng} = {_fmt(row.get('value'))}")
         self.message("\n".join(lines))
         choice = self._read_line("number (Enter cancels): ")
-        if not choice or not choice.strip().isdigit() or not 1 <= int(choice) <= len(rows):
+        if not choice or not choice.strip().isdecimal() or not 1 <= int(choice) <= len(rows):
             self.message("settings: cancelled" if not choice else f"settings: no entry {choice!r}")
             return
         row = rows[int(choice) - 1]
