@@ -210,6 +210,25 @@ def test_scheduled_lr_follows_the_schedule_the_scale_and_the_live_bounds(tmp_pat
                     factors=[1.0, 2.0])  # fmt: skip
 
 
+@pytest.mark.parametrize("factor", [0.5, 0.1, 2.0])
+def test_a_new_lr_takes_effect_while_the_schedule_is_clamped(factor):
+    """The schedule gives 1e-3, max_lr clamps it to 5e-4; a policy's answer (its factor
+    times the LR it saw) is what the optimizer gets, clamped again: a reduce is not lost
+    in the clamp, and a boost stays at max_lr."""
+
+    class Constant:
+        def lr(self, step):
+            return 1e-3
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.0)
+    control, state, live = ScheduledLR(opt, Constant()), LoopState(), {"max_lr": 5e-4}
+    assert control.refresh(1, state, live) == [5e-4]
+    got = control.set([5e-4 * factor], step=2, state=state, live=live)
+    assert got == [pytest.approx(min(5e-4, 5e-4 * factor))]
+    assert opt.param_groups[0]["lr"] == got[0]
+    assert control.refresh(3, state, live) == got  # it stays
+
+
 def test_a_plateau_decision_sets_the_optimizer_lr_through_the_control(tmp_path):
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2.0**-10)
     tracker = PlateauTracker(patience=5, cooldown=0, warmup=0)

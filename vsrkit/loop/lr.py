@@ -139,7 +139,7 @@ class ScheduledLR:
         >>> control.refresh(1, state, {"max_lr": 5e-4, "min_lr": 0.0})
         [0.0005]
         >>> control.set([2.5e-4], step=2, state=state, live={}), state.lr_scale
-        ([0.0005], 0.5)
+        ([0.00025], 0.25)
     """
 
     def __init__(self, optimizer: Any, schedule: Any, *, factors: Sequence[float] | None = None):
@@ -159,8 +159,9 @@ class ScheduledLR:
     def set(
         self, new: Sequence[float], step: int, state: LoopState, live: Mapping[str, Any]
     ) -> list[float]:
-        if self._lr > 0:
-            state.lr_scale *= float(new[0]) / self._lr
+        base = float(self.schedule.lr(step))
+        if base > 0:  # the scale that gives ``new`` (not a ratio to a clamped LR)
+            state.lr_scale = float(new[0]) / base
         return self.refresh(step, state, live)
 
     def refresh(self, step: int, state: LoopState, live: Mapping[str, Any]) -> list[float]:
