@@ -441,10 +441,7 @@ class LoopCore:
             self.tb.log_plateau_state(event, step)
         if self.loss_weights is not None:
             values = {t: m[t] for t in self.terms}
-            if hasattr(self.loss_weights, "weights_at"):  # LossWarmup
-                out.weights = self.loss_weights.update(step, values, out.event)
-            else:
-                out.weights = self.loss_weights.update(step, values, plateau=out.event)
+            out.weights = self.loss_weights.update(step, values, plateau=out.event)
             self.tb.log_weights(out.weights, step)
         if self.clip is not None and "grad_norm" in m:
             self.clip.observe(step, m["grad_norm"])
