@@ -208,6 +208,13 @@ def test_bad_folders_are_rejected_clearly(tmp_path: Path, reds: Path) -> None:
     fails("sep_trainlist.txt is missing", Vimeo90KDataset, vimeo)
     (vimeo / "sep_trainlist.txt").write_text("00001/0001\n")
     fails("im1.png is missing", Vimeo90KDataset, vimeo)
+    for i in range(1, 8):  # the GT septuplet is there; sequences_lr/ lacks one frame
+        for root, size in (("sequences", 16), ("sequences_lr", 4)):
+            if root == "sequences_lr" and i == 5:
+                continue
+            (vimeo / root / "00001" / "0001").mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (size, size)).save(vimeo / root / "00001" / "0001" / f"im{i}.png")
+    fails("im5.png is missing: sequences_lr/ must mirror sequences/", Vimeo90KDataset, vimeo)
 
 
 def test_short_clips_and_unreadable_frames_are_rejected(reds: Path) -> None:

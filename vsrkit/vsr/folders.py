@@ -196,6 +196,22 @@ def _require_dir(path: Path, layout: str) -> None:
         raise DatasetLayoutError(f"{path} is not a folder; expected layout {layout}")
 
 
+def _lr_frames(
+    lr_root: Path, gt_root: Path, clip: str, gt_frames: list[Path], layout: str
+) -> list[Path] | None:
+    """The LR frames of ``clip`` when ``lr_root`` exists (it must mirror ``gt_root``), else
+    ``None`` (the LR frames are made from GT)."""
+    if not lr_root.is_dir():
+        return None
+    frames = [lr_root / clip / p.name for p in gt_frames]
+    missing = next((p for p in frames if not p.is_file()), None)
+    if missing is not None:
+        raise DatasetLayoutError(
+            f"{missing} is missing: {lr_root.name}/ must mirror {gt_root.name}/ ({layout})"
+        )
+    return frames
+
+
 class REDSDataset(_ClipDataset):
     """REDS-style clips under ``root`` (see the module docstring for the layout).
 
@@ -257,15 +273,7 @@ class REDSDataset(_ClipDataset):
             gt_frames = _frames_in(gt_root / name)
             if not gt_frames:
                 raise DatasetLayoutError(f"{gt_root / name} has no image frames (.png/.jpg)")
-            lr_frames: list[Path] | None = None
-            if lr_root.is_dir():
-                lr_frames = [lr_root / name / p.name for p in gt_frames]
-                missing = [p for p in lr_frames if not p.is_file()]
-                if missing:
-                    raise DatasetLayoutError(
-                        f"{missing[0]} is missing: {lr_root.name}/ must mirror GT/ ({REDS_LAYOUT})"
-                    )
-            clips.append((gt_frames, lr_frames))
+            clips.append((gt_frames, _lr_frames(lr_root, gt_root, name, gt_frames, REDS_LAYOUT)))
         super().__init__(
             clips=clips,
             split=split,
@@ -319,10 +327,7 @@ class Vimeo90KDataset(_ClipDataset):
                     f"{missing[0]} is missing ({list_file.name} lists {entry!r}); "
                     f"expected {VIMEO_LAYOUT}"
                 )
-            lr_frames = None
-            if lr_root.is_dir():
-                lr_frames = [lr_root / entry / f"im{i}.png" for i in range(1, 8)]
-            clips.append((gt_frames, lr_frames))
+            clips.append((gt_frames, _lr_frames(lr_root, seq_root, entry, gt_frames, VIMEO_LAYOUT)))
         super().__init__(
             clips=clips,
             split=split,
