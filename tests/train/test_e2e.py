@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.train.conftest import child_env, run_train, scalars, train_cmd, wait_for
 from vsrkit.checkpoint import CheckpointManager, read_manifest
@@ -148,6 +149,8 @@ def test_bad_flags_give_one_line_and_exit_code_2(tmp_path: Path) -> None:
         (["--resume", "latest"], "needs --run-dir"),
         (["--device", "tpu"], "--device"),
     ]
+    if not torch.cuda.is_available():  # a CPU machine: --device cuda is a setting it lacks
+        cases.append((["--device", "cuda", "--run-dir", str(tmp_path / "r")], "--device cuda"))
     for args, needle in cases:
         proc = subprocess.run(
             [sys.executable, "-m", "vsrkit", "train", *args],
@@ -158,7 +161,8 @@ def test_bad_flags_give_one_line_and_exit_code_2(tmp_path: Path) -> None:
         )
         assert proc.returncode == 2, (args, proc.stderr)
         assert needle in proc.stderr
-        assert "Traceback" not in proc.stderr
+        assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()  # refused before any run folder is made
 
 
 @pytest.mark.skipif(

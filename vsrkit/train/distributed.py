@@ -15,6 +15,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from vsrkit.train.errors import TrainConfigError
+
 __all__ = ["DistContext", "init_distributed"]
 
 
@@ -98,11 +100,26 @@ def init_distributed(device: str = "auto") -> DistContext:
 
     Args:
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
+
+    Raises:
+        TrainConfigError: ``cuda`` where torch sees no CUDA device, or a ``LOCAL_RANK`` past
+            the devices there are.
     """
     use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
+    if use_cuda and not torch.cuda.is_available():
+        why = "a build without CUDA" if torch.version.cuda is None else "no CUDA device visible"
+        raise TrainConfigError(
+            f"--device cuda: torch {torch.__version__} sees no GPU here ({why}); "
+            "use --device cpu or auto"
+        )
+    if use_cuda and local >= torch.cuda.device_count():
+        raise TrainConfigError(
+            f"LOCAL_RANK={local}, but {torch.cuda.device_count()} CUDA device(s) are visible; "
+            "start at most that many processes per node"
+        )
     if use_cuda:
         torch.cuda.set_device(local)
         dev = torch.device("cuda", local)
