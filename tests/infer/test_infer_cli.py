@@ -76,7 +76,8 @@ def test_upscale_a_folder_gives_the_whole_clip_output_in_natural_order(
     assert "upscaled 12 frame(s) (14x10 -> 56x40)" in text
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{i}.png" for i in range(1, 13))
     made_by = json.loads(png_text(out / "1.png")["vsrkit"])  # checked by --skip-existing
-    assert made_by["model"].endswith(".pth") and made_by["step"] == 10
+    assert len(made_by["weights"]) == 16 and made_by["step"] == 10  # a digest, never a path
+    assert str(trained_run) not in png_text(out / "1.png")["vsrkit"]
     model = load_model(trained_run, device="cpu")
     clip = torch.stack([read_frame(lr_frames / f"{i}.png") for i in range(1, 13)]).float() / 255
     with torch.no_grad():
@@ -223,6 +224,8 @@ def bad_inputs(tmp: Path, run_dir: Path, lr: Path) -> list[tuple[list[object], i
         (["upscale", run_dir, lr, out, "--half", "--device", "cpu"], 2, "needs a CUDA device"),
         (["upscale", run_dir, lr, out, "--skip-existing", "--overwrite"], 2, "exclude each other"),
         (["upscale", run_dir, tmp / "nope", out], 2, "does not exist"),
+        (["upscale", run_dir, lr, ""], 2, "OUTPUT: an empty path"),
+        (["upscale", run_dir, " ", out], 2, "INPUT: an empty path"),
         (["upscale", run_dir, bare, out], 2, "is not a folder or a video"),
         (["upscale", run_dir, lr, out, "--which", "newest"], 2, "latest, best or a step"),
         (["upscale", run_dir, lr, out, "--which", "7"], 1, "no valid checkpoint at step 7"),
@@ -239,7 +242,7 @@ def test_every_bad_input_is_one_line_with_its_exit_code(
         got, output = run(*args)
         line = one_line_error(output)
         assert (got, needle in line) == (code, True), (args, output)
-    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("*.png"))
+    assert not (tmp_path / "out").exists()  # no run left an (empty) output folder behind
 
 
 def test_a_bad_input_in_a_real_process_prints_no_traceback(

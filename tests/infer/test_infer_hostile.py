@@ -3,8 +3,10 @@ odd images, out-of-range frames, SIGTERM, a full disk, a killed video, mixed mod
 
 from __future__ import annotations
 
+import json
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,12 +23,20 @@ from tests.infer.conftest import child_env
 from vsrkit._atomic import TEMP_PREFIX, atomic_write_text
 from vsrkit.cli import cli
 from vsrkit.infer import InferenceError, read_frame, upscale_frames, write_png
+from vsrkit.infer.frames import png_text
 from vsrkit.vsr import build_model
 
 
 def run(*args: object) -> tuple[int, str]:
     result = CliRunner().invoke(cli, [str(a) for a in args])
     return result.exit_code, result.output
+
+
+def one_line_error(output: str) -> str:
+    assert "Traceback" not in output
+    lines = [ln for ln in output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), output
+    return lines[0]
 
 
 def frames_folder(path: Path, n: int, h: int = 16, w: int = 20, seed: int = 0) -> Path:
@@ -75,7 +85,12 @@ def test_float_arrays_in_0_1_are_taken() -> None:
 
 
 def test_command_line_mistakes_are_one_line_in_a_real_process(tmp_path: Path) -> None:
-    for args in (["upscale"], ["eval", "--tile", "0", "0"], ["nosuch"]):
+    for args, where in (
+        (["upscale"], "vsrkit upscale"),
+        (["eval", "--tile", "0", "0"], "vsrkit eval"),
+        (["upscale", "a", "b", "c", "--tile", "0"], "vsrkit upscale"),  # the parser's own error
+        (["nosuch"], "vsrkit"),
+    ):
         proc = subprocess.run(
             [sys.executable, "-m", "vsrkit", *args],
             capture_output=True,
@@ -85,7 +100,7 @@ def test_command_line_mistakes_are_one_line_in_a_real_process(tmp_path: Path) ->
         )
         lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
         assert proc.returncode == 2 and len(lines) == 1, (args, lines)
-        assert lines[0].startswith("Error: ") and "--help')" in lines[0]
+        assert lines[0].startswith("Error: ") and lines[0].endswith(f"(see '{where} --help')")
 
 
 def test_tiny_tiles_get_a_warning(trained_run: Path, tmp_path: Path) -> None:
@@ -106,11 +121,64 @@ def test_skip_existing_refuses_frames_of_another_checkpoint(
     (out / "0003.png").unlink()  # as if interrupted before the last frame
     code, text = run("upscale", trained_run, src, out, "--skip-existing", "-q")
     assert code == 2, text
-    assert "was made differently (" in text and "step 5 -> 10)" in text and "--overwrite" in text
+    assert "was made differently (" in text and "step 5 -> 10, weights " in text
+    assert "--overwrite" in text
     code, text = run("upscale", trained_run, src, out, "--skip-existing", "--which", "5", "-q")
     assert code == 0 and "3 already there" in text, text
     code, text = run("upscale", trained_run, src, out, "--overwrite", "-q")
     assert code == 0, text
+
+
+def test_skip_existing_checks_every_frame_and_never_replaces_an_image_of_the_user(
+    trained_run: Path, tmp_path: Path
+) -> None:
+    src = frames_folder(tmp_path / "in", 6)
+    out, other = tmp_path / "out", tmp_path / "other"
+    assert run("upscale", trained_run, src, out, "-q")[0] == 0
+    assert run("upscale", trained_run, src, other, "--which", "5", "-q")[0] == 0
+    shutil.copy(other / "0004.png", out / "0004.png")  # one frame of another model, not the first
+    (out / "0005.png").unlink()
+    code, text = run("upscale", trained_run, src, out, "--skip-existing", "-q")
+    assert code == 2 and "0004.png was made differently (" in one_line_error(text), text
+
+    shutil.copy(other / "0004.png", tmp_path / "keep.png")
+    Image.open(src / "0001.png").resize((80, 64)).save(out / "0004.png")  # the user's own image
+    before = (out / "0004.png").read_bytes()
+    for flag in ("--skip-existing", "--overwrite"):
+        code, text = run("upscale", trained_run, src, out, flag, "-q")
+        assert code == 2 and "0004.png was not written by vsrkit upscale" in one_line_error(text)
+        assert (out / "0004.png").read_bytes() == before  # never replaced
+    (out / "0004.png").write_bytes(b"not an image")  # damaged: remade
+    code, text = run("upscale", trained_run, src, out, "--skip-existing", "-q")
+    assert code == 0 and "4 already there" in text, text
+    assert sorted(p.name for p in out.iterdir()) == [f"{i:04d}.png" for i in range(6)]
+
+
+def test_overwrite_removes_the_frames_of_an_earlier_longer_run(
+    trained_run: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    assert run("upscale", trained_run, frames_folder(tmp_path / "long", 8), out, "-q")[0] == 0
+    (out / "notes.txt").write_text("mine")  # not a frame: left alone
+    short = frames_folder(tmp_path / "short", 3)
+    code, text = run("upscale", trained_run, short, out, "--overwrite", "--which", "5", "-q")
+    assert code == 0, text
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["0000.png", "0001.png", "0002.png", "notes.txt"]
+    assert {json.loads(png_text(p)["vsrkit"])["step"] for p in out.glob("*.png")} == {5}
+
+
+@pytest.mark.parametrize("bad", ["truncated", "text"])
+def test_a_run_that_fails_leaves_no_empty_output_folder(
+    trained_run: Path, tmp_path: Path, bad: str
+) -> None:
+    src = frames_folder(tmp_path / "in", 3)
+    data = (src / "0001.png").read_bytes()
+    (src / "0001.png").write_bytes(data[: len(data) // 2] if bad == "truncated" else b"text")
+    out = tmp_path / "a" / "b" / "out"
+    code, text = run("upscale", trained_run, src, out, "-q")
+    assert code == 1 and "0001.png" in one_line_error(text)
+    assert not (tmp_path / "a").exists()
 
 
 def test_results_are_readable_as_any_other_file(trained_run: Path, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from fractions import Fraction
 from pathlib import Path
@@ -71,10 +72,15 @@ def test_upscale_video_to_video_and_to_frames(trained_run: Path, tmp_path: Path)
 
     result = runner.invoke(cli, ["upscale", str(trained_run), str(src), str(tmp_path / "out.mp4")])
     assert result.exit_code == 2 and "--overwrite" in result.output
-    result = runner.invoke(
-        cli, ["upscale", str(trained_run), str(src), str(tmp_path / "out.mp4"), "--skip-existing"]
-    )
-    assert result.exit_code == 0 and "skipped" in result.output
+    again = ["upscale", str(trained_run), str(src), str(tmp_path / "out.mp4"), "--skip-existing"]
+    result = runner.invoke(cli, again)
+    assert result.exit_code == 0 and "made by this model and options; skipped" in result.output
+    assert str(trained_run) not in str(VideoReader(tmp_path / "out.mp4").comment)
+    result = runner.invoke(cli, [*again, "--which", "5"])  # another checkpoint made it
+    assert result.exit_code == 2 and "was made differently (step 10 -> 5" in result.output
+    shutil.copy(src, tmp_path / "foreign.mp4")  # a video vsrkit did not write
+    result = runner.invoke(cli, [*again[:3], str(tmp_path / "foreign.mp4"), "--skip-existing"])
+    assert result.exit_code == 2 and "not written by vsrkit upscale" in result.output
 
 
 @pytest.mark.parametrize("ext", [".mp4", ".mkv", ".avi"])

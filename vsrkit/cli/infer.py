@@ -492,14 +492,23 @@ def _existing_frames(folder: Path) -> int:
 
 
 def _provenance(ckpt: Any, o: dict[str, Any]) -> str:
-    """What decides the output frames' values (the model and the options that change them),
-    as the text every output PNG carries (``vsrkit`` chunk), so ``--skip-existing`` never mixes
-    the frames of two models."""
+    """What decides the output frames' values (the model's weights, by a digest of their
+    bytes, and the options that change them), as the text every output carries (a PNG's
+    ``vsrkit`` chunk, a video's comment), so ``--skip-existing`` never mixes the frames of
+    two models. No path goes into it: outputs are shared."""
+    import hashlib
     import json
 
+    import torch
+
+    digest = hashlib.sha256()
+    for key in sorted(ckpt.state_dict):
+        t = ckpt.state_dict[key].detach().cpu().contiguous()
+        digest.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return json.dumps(
         {
-            "model": str(ckpt.path.resolve()) if ckpt.path is not None else None,
+            "weights": digest.hexdigest()[:16],
             "step": ckpt.step,
             **{k: o[k] for k in ("tile_overlap", "segment", "half", "store_fp16")},
             "tile": list(o["tile"]) if o["tile"] else None,
@@ -508,28 +517,76 @@ def _provenance(ckpt: Any, o: dict[str, Any]) -> str:
     )
 
 
-def _check_provenance(frames: list[Path], mine: str) -> None:
-    """Refuse to continue frames that another model or other options made."""
+def _made_differently(path: Path, theirs: str, mine: str, flag: str) -> click.BadParameter:
     import json
 
-    from vsrkit.infer.frames import png_text
+    try:
+        old, new = json.loads(theirs), json.loads(mine)
+        diff = ", ".join(f"{k} {old.get(k)!r} -> {v!r}" for k, v in new.items() if old.get(k) != v)
+    except (ValueError, AttributeError):
+        diff = "unknown model"
+    return click.BadParameter(
+        f"{path} was made differently ({diff}); use --overwrite to replace it, or the same "
+        "model and options to continue",
+        param_hint=flag,
+    )
 
-    for path in frames:
+
+def _claim_frames(folder: Path, mine: str, *, overwrite: bool) -> list[Path]:
+    """Check the frames already in an output ``folder`` before frames are added to it.
+
+    ``--skip-existing``: every frame must carry ``mine`` (this model and these options); a
+    file that is no readable image is remade. ``--overwrite``: frames vsrkit wrote (any model)
+    are replaced; returns them, so those the new clip does not rewrite can be removed after
+    it. Either way a readable image vsrkit did not write is the user's: refused, never
+    replaced.
+    """
+    from vsrkit.infer.frames import is_complete_png, list_frames, png_text
+
+    flag = "--overwrite" if overwrite else "--skip-existing"
+    ours = []
+    for path in list_frames(folder) if folder.is_dir() else []:
         theirs = png_text(path).get("vsrkit")
-        if theirs is None or theirs == mine:
-            continue
-        try:
-            old, new = json.loads(theirs), json.loads(mine)
-            diff = ", ".join(
-                f"{k} {old.get(k)!r} -> {v!r}" for k, v in new.items() if old.get(k) != v
-            )
-        except (ValueError, AttributeError):
-            diff = "unknown model"
-        raise click.BadParameter(
-            f"{path} was made differently ({diff}); use --overwrite to replace the frames, or "
-            "the same model and options to continue",
-            param_hint="--skip-existing",
-        )
+        if theirs is None:
+            if is_complete_png(path) or _is_image(path):
+                raise click.BadParameter(
+                    f"{path} was not written by vsrkit upscale; move it away or give another "
+                    "output folder (vsrkit never replaces an image of yours)",
+                    param_hint=flag,
+                )
+            continue  # damaged: it is remade (skip) or left (overwrite)
+        if not overwrite and theirs != mine:
+            raise _made_differently(path, theirs, mine, flag)
+        ours.append(path)
+    return ours
+
+
+def _is_image(path: Path) -> bool:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img.verify()
+    except Exception:  # noqa: BLE001 - any failure: not a readable image
+        return False
+    return True
+
+
+def _make_folder(folder: Path, created: list[Path]) -> None:
+    """``mkdir -p folder``, noting in ``created`` the folders it made (outermost first)."""
+    missing, p = [], folder
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    created.extend(reversed(missing))
+
+
+def _remove_empty(created: list[Path]) -> None:
+    """Remove the folders this run made that are still empty (a run that failed early)."""
+    for folder in reversed(created):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def _open_input(folder: Path) -> Any:
@@ -544,7 +601,7 @@ def _open_input(folder: Path) -> Any:
     nargs=-1,
     required=True,
     metavar="[CHECKPOINT_OR_RUN] INPUT OUTPUT",
-    type=click.Path(path_type=Path),
+    type=click.Path(path_type=str),  # str first: an empty one is refused, never read as "."
 )
 @click.option(
     "--skip-existing",
@@ -561,7 +618,7 @@ def _open_input(folder: Path) -> Any:
 @inference_options
 @_sigterm_as_interrupt()
 def upscale(
-    paths: tuple[Path, ...],
+    paths: tuple[str, ...],
     skip_existing: bool,
     overwrite: bool,
     fps: float | None,
@@ -594,8 +651,12 @@ def upscale(
             if want == 2
             else "expected CHECKPOINT_OR_RUN INPUT OUTPUT (or --weights FILE INPUT OUTPUT)"
         )
-    input_path, output = paths[-2], paths[-1]
-    checkpoint_or_run = paths[0] if want == 3 else None
+    names = ("CHECKPOINT_OR_RUN", "INPUT", "OUTPUT")[3 - want :]
+    for text, hint in zip(paths, names, strict=True):
+        if not text.strip():
+            raise click.BadParameter("an empty path (an unset variable?)", param_hint=hint)
+    input_path, output = Path(paths[-2]), Path(paths[-1])
+    checkpoint_or_run = Path(paths[0]) if want == 3 else None
     for path, hint in ((checkpoint_or_run, "CHECKPOINT_OR_RUN"), (input_path, "INPUT")):
         if path is not None and not path.exists():
             raise click.BadParameter(f"{path} does not exist", param_hint=hint)
@@ -637,6 +698,7 @@ def upscale(
     written = skipped = 0
     started = time.perf_counter()
     spilled = 0
+    created: list[Path] = []  # output folders this run made: removed again while empty
     try:
         options = _upscale_options(o, progress)
         # ---- what to read, where to write
@@ -654,10 +716,7 @@ def upscale(
             raise click.BadParameter(
                 f"{input_path} holds {len(clips)} clips; give an output folder", param_hint="OUTPUT"
             )
-        if to_video and output.exists() and not overwrite:
-            if skip_existing:
-                click.echo(f"{output} exists; skipped (--skip-existing)")
-                return
+        if to_video and output.exists() and not overwrite and not skip_existing:
             raise click.BadParameter(
                 f"{output} exists; pass --overwrite to replace it", param_hint="OUTPUT"
             )
@@ -676,27 +735,40 @@ def upscale(
         from vsrkit.infer.video import VideoWriter
 
         made_by = _provenance(ckpt, o)
+        if to_video and output.exists() and skip_existing:
+            theirs = VideoReader(output).comment
+            if theirs != made_by:
+                if theirs is None or not theirs.startswith("{"):
+                    raise click.BadParameter(
+                        f"{output} was not written by vsrkit upscale; use --overwrite to "
+                        "replace it",
+                        param_hint="--skip-existing",
+                    )
+                raise _made_differently(output, theirs, made_by, "--skip-existing")
+            click.echo(f"{output} exists, made by this model and options; skipped")
+            return
 
         upscaler = Upscaler(model, **options)
         scale = upscaler.scale
-        size_in: tuple[int, int] | None = None
+        sizes_in: list[tuple[int, int]] = []  # (h, w) of each clip, in order
         for c, (name, reader) in enumerate(clips):
             h, w = reader.size
-            size_in = (h, w)
+            sizes_in.append((h, w))
             total = len(reader.names) or None
             progress.clip(f"clip {c + 1}/{len(clips)} {name}: " if name else "", total)
             if to_video:
                 rate = fps or (getattr(reader, "fps", None) or 25)
-                with VideoWriter(output, fps=rate) as video:
+                with VideoWriter(output, fps=rate, comment=made_by) as video:
                     for _, frame in upscaler.stream(reader):
                         video.write(frame)
                         written += 1
                 spilled = max(spilled, upscaler.stats.spill_bytes)
                 continue
             folder = output / name
-            folder.mkdir(parents=True, exist_ok=True)
+            _make_folder(folder, created)
             remove_partial_frames(folder)
             names = reader.names
+            earlier = _claim_frames(folder, made_by, overwrite=overwrite)
 
             def target(i: int, folder: Path = folder, names: list[str] = names) -> Path:
                 return folder / f"{names[i] if i < len(names) else f'{i:08d}'}.png"
@@ -706,27 +778,38 @@ def upscale(
                 hr = (h * scale, w * scale)
                 known = len(names) or _existing_frames(folder)
                 done = {i for i in range(known) if is_complete_png(target(i), hr)}
-                _check_provenance([target(i) for i in sorted(done)[:1]], made_by)
                 if names and len(done) == len(names):
                     skipped += len(done)
                     continue
+            made = set()
             for i, frame in upscaler.stream(reader, skip=done.__contains__):
                 write_png(target(i), frame, text={"vsrkit": made_by})
+                made.add(target(i))
                 written += 1
+            for stale in earlier if overwrite else ():  # an earlier, longer run's frames
+                if stale not in made:
+                    stale.unlink(missing_ok=True)
             skipped += len(done)
             spilled = max(spilled, upscaler.stats.spill_bytes)
             from vsrkit._atomic import fsync_dir
 
             fsync_dir(folder)
+    except click.ClickException:
+        progress.done()
+        _remove_empty(created)
+        raise
     except VsrkitError as exc:
         progress.done()
+        _remove_empty(created)
         raise click.ClickException(str(exc)) from exc
     except OSError as exc:  # a folder that cannot be made, a full disk
         progress.done()
+        _remove_empty(created)
         where = exc.filename or output
         raise click.ClickException(f"cannot write {where}: {exc.strerror or exc}") from exc
     except KeyboardInterrupt as exc:
         progress.done()
+        _remove_empty(created)
         if to_video:
             _interrupted(
                 f"{written} frames encoded; no video written (nothing is left half-done)", exc
@@ -740,9 +823,11 @@ def upscale(
     seconds = time.perf_counter() - started
     rate = written / seconds if seconds > 0 else 0.0
     sizes = ""
-    if size_in is not None:
-        h, w = size_in
+    if len(set(sizes_in)) == 1:
+        h, w = sizes_in[0]
         sizes = f" ({w}x{h} -> {w * scale}x{h * scale})"
+    elif sizes_in:
+        sizes = f" ({len(set(sizes_in))} sizes, each x{scale})"
     extra = f", {skipped} already there" if skipped else ""
     spill = f"; spilled {_gib(spilled)} to disk" if spilled else ""
     click.echo(

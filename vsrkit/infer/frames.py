@@ -256,12 +256,15 @@ def png_bytes(frame: Tensor, text: dict[str, str] | None = None) -> bytes:
 
 
 def png_text(path: str | os.PathLike[str]) -> dict[str, str]:
-    """The ``tEXt`` chunks of a PNG (``{}`` for an unreadable file or none)."""
+    """The text chunks before a PNG's image data, where :func:`write_png` puts them (``{}``
+    for an unreadable file or none); read without decoding the image."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
-            return {str(k): str(v) for k, v in getattr(img, "text", {}).items()}
+            if img.format != "PNG":
+                return {}
+            return {str(k): v for k, v in img.info.items() if isinstance(v, str)}
     except (OSError, UnidentifiedImageError, ValueError):
         return {}
 

@@ -49,7 +49,10 @@ def _av() -> Any:
     try:
         import av
     except ImportError:
-        raise VideoSupportMissing('video files need PyAV: pip install "vsrkit[video]"') from None
+        raise VideoSupportMissing(
+            'video files need PyAV: pip install "vsrkit[video]" (in a source checkout: '
+            'pip install -c constraints.txt -e ".[video]")'
+        ) from None
     return av
 
 
@@ -72,6 +75,8 @@ class VideoReader:
         declared_frames: the number of frames the container declares, ``None`` if unknown
             (Matroska: then its duration times the rate, less 1%, is the least expected).
         has_audio: the file has an audio stream (vsrkit reads and writes video only).
+        comment: the container's ``comment`` tag, ``None`` without one (``vsrkit upscale``
+            writes what made the video there).
 
     Raises:
         VideoSupportMissing: PyAV is not installed.
@@ -92,6 +97,8 @@ class VideoReader:
                         "damaged file)"
                     )
                 self.has_audio = bool(container.streams.audio)
+                tags = {str(k).lower(): v for k, v in container.metadata.items()}
+                self.comment: str | None = tags.get("comment")
                 stream = container.streams.video[0]
                 ctx = stream.codec_context
                 self.size = (int(ctx.height), int(ctx.width))
@@ -166,13 +173,21 @@ class VideoWriter:
         path: ``.mp4``, ``.mkv``, ``.mov`` or ``.avi``.
         fps: frame rate.
         crf: H.264 constant rate factor (lower is better; 17 is visually lossless).
+        comment: text for the container's ``comment`` tag (read back as ``VideoReader.comment``).
 
     Raises:
         VideoSupportMissing: PyAV is not installed.
         InferenceError: an unknown extension, a frame of another size.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, fps: float | Fraction, crf: int = 17):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        fps: float | Fraction,
+        crf: int = 17,
+        comment: str | None = None,
+    ):
         self.path = Path(path)
         self._av = _av()
         fmt = VIDEO_EXTENSIONS.get(self.path.suffix.lower())
@@ -185,6 +200,7 @@ class VideoWriter:
         self.format = fmt
         self.fps = Fraction(fps).limit_denominator(1_000_000)
         self.crf = int(crf)
+        self.comment = comment
         self.frames = 0
         self._atomic: contextlib.AbstractContextManager[IO[Any]] | None = None
         self._container: Any = None
@@ -197,6 +213,8 @@ class VideoWriter:
         fh = self._atomic.__enter__()
         try:
             self._container = self._av.open(fh, mode="w", format=self.format)
+            if self.comment is not None:
+                self._container.metadata["comment"] = self.comment
         except BaseException:
             self._atomic.__exit__(*_exc_info())
             raise
