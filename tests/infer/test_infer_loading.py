@@ -135,6 +135,8 @@ def test_a_truncated_checkpoint_is_one_line(trained_run: Path, tmp_path: Path) -
         ({"model": {}, "loop": {}}, "not a vsrkit checkpoint"),
         ([1, 2], "found a list"),
         ({"optimizer": {}, "step": 3}, "keys optimizer, step"),
+        ({"w": torch.zeros(2)}, "no weights of vsrkit's model in it \\(found keys w\\)"),
+        ({"model": {"head.w": torch.zeros(1)}, "config": {}}, "found keys head.w"),
     ],
 )
 def test_foreign_objects_say_what_they_hold(tmp_path: Path, state: object, needle: str) -> None:
@@ -142,6 +144,13 @@ def test_foreign_objects_say_what_they_hold(tmp_path: Path, state: object, needl
     torch.save(state, path)
     with pytest.raises(ModelLoadError, match=needle):
         read_checkpoint(path)
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small", "paper"])
+def test_the_model_parts_that_mark_our_weights_are_the_model_s(preset: str) -> None:
+    from vsrkit.infer.loading import _MODEL_PARTS
+
+    assert {k.split(".")[0] for k in build_model(preset).state_dict()} == _MODEL_PARTS
 
 
 def test_folders_without_checkpoints_and_missing_paths(tmp_path: Path) -> None:

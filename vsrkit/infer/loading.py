@@ -177,6 +177,14 @@ def _load_file(path: Path) -> Any:
         raise ModelLoadError(str(exc)) from None
 
 
+#: the top-level parts of ``BidirectionalRecurrentVSR`` (every preset): a state dict with none
+#: of them holds some other model's weights
+_MODEL_PARTS = frozenset(
+    {"Final_Fusion", "backward_trunk", "conv_hr", "conv_last", "forward_trunk", "spynet"}
+    | {"upconv1", "upconv2"}
+)
+
+
 def _is_state_dict(obj: Any) -> bool:
     return (
         isinstance(obj, Mapping)
@@ -208,11 +216,18 @@ def _from_state(
         raise ModelLoadError(
             f"{where}: not a vsrkit checkpoint or model state dict (found {found})"
         )
+    ours = {k.split(".")[0] for k in weights} & _MODEL_PARTS
+    if not ours:
+        keys = sorted(weights)[:6]
+        raise ModelLoadError(
+            f"{where}: no weights of vsrkit's model in it (found keys {', '.join(keys)}"
+            f"{', ...' if len(weights) > 6 else ''})"
+        )
     if config is None:
         if preset is None:
             raise ModelLoadError(
                 f"{where}: no model config in the checkpoint; say which model it is with "
-                "preset= (--preset tiny|small|paper)"
+                "--preset tiny|small|paper (preset= in Python)"
             )
         config = {"model": preset}
         stored_config = None
