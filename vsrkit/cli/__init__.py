@@ -71,7 +71,12 @@ class LazyGroup(click.Group):
         try:
             result: Any = run()
         except click.UsageError as exc:
-            where = exc.ctx.command_path if exc.ctx is not None else "vsrkit"
+            if exc.ctx is not None:
+                where = exc.ctx.command_path
+            else:  # the parser's own errors (an option short of its values) carry no context
+                given = sys.argv[1:] if args is None else list(args)
+                sub = next((a for a in given if a in COMMANDS), None)
+                where = f"{prog_name or 'vsrkit'} {sub}" if sub else prog_name or "vsrkit"
             click.echo(f"Error: {exc.format_message()} (see '{where} --help')", err=True)
             sys.exit(exc.exit_code)
         except click.ClickException as exc:
