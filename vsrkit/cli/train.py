@@ -153,7 +153,7 @@ def train(preset: str | None, config_file: Path | None, **flags: Any) -> None:
       torchrun --nproc-per-node 2 -m vsrkit train --steps 200
     """
     from vsrkit.train.config import TrainConfig
-    from vsrkit.train.errors import ResumeError, TrainConfigError
+    from vsrkit.train.errors import DeviceUnavailableError, InitWeightsError, ResumeError
 
     overrides = {k: (str(v) if isinstance(v, Path) else v) for k, v in flags.items()}
     overrides["preset"] = preset
@@ -171,7 +171,7 @@ def train(preset: str | None, config_file: Path | None, **flags: Any) -> None:
 
     try:
         result = run_training(cfg, choose_checkpoint=prompt_for_checkpoint)
-    except (ResumeError, TrainConfigError) as exc:  # a setting found wrong as the run starts
+    except (ResumeError, InitWeightsError, DeviceUnavailableError) as exc:  # found at the start
         raise _SettingError(str(exc)) from exc
     except VsrkitError as exc:
         raise click.ClickException(str(exc)) from exc

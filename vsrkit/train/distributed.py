@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from vsrkit.train.errors import TrainConfigError
+from vsrkit.train.errors import DeviceUnavailableError
 
 __all__ = ["DistContext", "init_distributed"]
 
@@ -102,7 +102,7 @@ def init_distributed(device: str = "auto") -> DistContext:
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
 
     Raises:
-        TrainConfigError: ``cuda`` where torch sees no CUDA device, or a ``LOCAL_RANK`` past
+        DeviceUnavailableError: ``cuda`` where torch sees no CUDA device, or a ``LOCAL_RANK`` past
             the devices there are.
     """
     use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
@@ -111,12 +111,12 @@ def init_distributed(device: str = "auto") -> DistContext:
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if use_cuda and not torch.cuda.is_available():
         why = "a build without CUDA" if torch.version.cuda is None else "no CUDA device visible"
-        raise TrainConfigError(
+        raise DeviceUnavailableError(
             f"--device cuda: torch {torch.__version__} sees no GPU here ({why}); "
             "use --device cpu or auto"
         )
     if use_cuda and local >= torch.cuda.device_count():
-        raise TrainConfigError(
+        raise DeviceUnavailableError(
             f"LOCAL_RANK={local}, but {torch.cuda.device_count()} CUDA device(s) are visible; "
             "start at most that many processes per node"
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from vsrkit.errors import VsrkitError
 
-__all__ = ["InitWeightsError", "ResumeError", "TrainConfigError"]
+__all__ = ["DeviceUnavailableError", "InitWeightsError", "ResumeError", "TrainConfigError"]
 
 
 class TrainConfigError(VsrkitError):
@@ -13,6 +13,10 @@ class TrainConfigError(VsrkitError):
 
 class InitWeightsError(TrainConfigError):
     """``--init-weights`` names weights of another network or size than the run builds."""
+
+
+class DeviceUnavailableError(TrainConfigError):
+    """``--device cuda`` where torch sees no GPU (or a ``LOCAL_RANK`` past the GPUs)."""
 
 
 class ResumeError(VsrkitError):
