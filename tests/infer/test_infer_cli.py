@@ -225,7 +225,7 @@ def bad_inputs(tmp: Path, run_dir: Path, lr: Path) -> list[tuple[list[object], i
         (["upscale", run_dir, lr, out, "--skip-existing", "--overwrite"], 2, "exclude each other"),
         (["upscale", run_dir, tmp / "nope", out], 2, "does not exist"),
         (["upscale", run_dir, lr, ""], 2, "OUTPUT: an empty path"),
-        (["upscale", run_dir, " ", out], 2, "INPUT: an empty path"),
+        (["upscale", run_dir, "", out], 2, "INPUT: an empty path"),
         (["upscale", run_dir, bare, out], 2, "is not a folder or a video"),
         (["upscale", run_dir, lr, out, "--which", "newest"], 2, "latest, best or a step"),
         (["upscale", run_dir, lr, out, "--which", "7"], 1, "no valid checkpoint at step 7"),

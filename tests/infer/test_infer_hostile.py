@@ -154,6 +154,36 @@ def test_skip_existing_checks_every_frame_and_never_replaces_an_image_of_the_use
     assert sorted(p.name for p in out.iterdir()) == [f"{i:04d}.png" for i in range(6)]
 
 
+def test_a_huge_image_of_the_user_is_refused_not_a_traceback(
+    trained_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pillow refuses to open an image past MAX_IMAGE_PIXELS (DecompressionBombError, not an
+    OSError); such an image in the output folder is the user's: refused, never replaced."""
+    src, out = frames_folder(tmp_path / "in", 2), tmp_path / "out"
+    out.mkdir()
+    Image.new("RGB", (80, 64)).save(out / "0000.png")
+    before = (out / "0000.png").read_bytes()
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 80 x 64 is over twice that
+    for flag in ("--skip-existing", "--overwrite"):
+        code, text = run("upscale", trained_run, src, out, flag, "-q")
+        assert code == 2 and "0000.png was not written by vsrkit" in one_line_error(text)
+    assert (out / "0000.png").read_bytes() == before
+
+
+def test_every_clip_s_output_is_checked_before_any_clip_is_made(
+    trained_run: Path, tmp_path: Path
+) -> None:
+    src = tmp_path / "clips"
+    frames_folder(src / "a", 2)
+    frames_folder(src / "b", 2)
+    out = tmp_path / "out"
+    (out / "b").mkdir(parents=True)
+    Image.new("RGB", (80, 64)).save(out / "b" / "0000.png")  # the user's, in the second clip
+    code, text = run("upscale", trained_run, src, out, "--overwrite", "-q")
+    assert code == 2 and "0000.png was not written by vsrkit" in one_line_error(text)
+    assert not (out / "a").exists()  # the first clip was not made, then left half-replaced
+
+
 def test_overwrite_removes_the_frames_of_an_earlier_longer_run(
     trained_run: Path, tmp_path: Path
 ) -> None:

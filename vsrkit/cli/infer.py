@@ -567,7 +567,9 @@ def _is_image(path: Path) -> bool:
     try:
         with Image.open(path) as img:
             img.verify()
-    except Exception:  # noqa: BLE001 - any failure: not a readable image
+    except Image.DecompressionBombError:  # its header says: a very large image
+        return True
+    except Exception:  # noqa: BLE001 - any other failure: not a readable image
         return False
     return True
 
@@ -653,7 +655,7 @@ def upscale(
         )
     names = ("CHECKPOINT_OR_RUN", "INPUT", "OUTPUT")[3 - want :]
     for text, hint in zip(paths, names, strict=True):
-        if not text.strip():
+        if not text:
             raise click.BadParameter("an empty path (an unset variable?)", param_hint=hint)
     input_path, output = Path(paths[-2]), Path(paths[-1])
     checkpoint_or_run = Path(paths[0]) if want == 3 else None
@@ -748,6 +750,15 @@ def upscale(
             click.echo(f"{output} exists, made by this model and options; skipped")
             return
 
+        # every clip's output checked before any is made: a refusal never comes hours in
+        earlier = (
+            {}
+            if to_video
+            else {
+                name: _claim_frames(output / name, made_by, overwrite=overwrite)
+                for name, _ in clips
+            }
+        )
         upscaler = Upscaler(model, **options)
         scale = upscaler.scale
         sizes_in: list[tuple[int, int]] = []  # (h, w) of each clip, in order
@@ -768,7 +779,6 @@ def upscale(
             _make_folder(folder, created)
             remove_partial_frames(folder)
             names = reader.names
-            earlier = _claim_frames(folder, made_by, overwrite=overwrite)
 
             def target(i: int, folder: Path = folder, names: list[str] = names) -> Path:
                 return folder / f"{names[i] if i < len(names) else f'{i:08d}'}.png"
@@ -781,14 +791,17 @@ def upscale(
                 if names and len(done) == len(names):
                     skipped += len(done)
                     continue
-            made = set()
+            made = set()  # (device, inode) of the frames written: a name may differ in case
             for i, frame in upscaler.stream(reader, skip=done.__contains__):
                 write_png(target(i), frame, text={"vsrkit": made_by})
-                made.add(target(i))
+                st = target(i).stat()
+                made.add((st.st_dev, st.st_ino))
                 written += 1
-            for stale in earlier if overwrite else ():  # an earlier, longer run's frames
-                if stale not in made:
-                    stale.unlink(missing_ok=True)
+            for stale in earlier[name] if overwrite else ():  # an earlier, longer run's frames
+                with contextlib.suppress(FileNotFoundError):
+                    st = stale.stat()
+                    if (st.st_dev, st.st_ino) not in made:
+                        stale.unlink()
             skipped += len(done)
             spilled = max(spilled, upscaler.stats.spill_bytes)
             from vsrkit._atomic import fsync_dir
@@ -813,6 +826,12 @@ def upscale(
         if to_video:
             _interrupted(
                 f"{written} frames encoded; no video written (nothing is left half-done)", exc
+            )
+        if overwrite:  # the folder may hold frames of the run it replaces: start again
+            _interrupted(
+                f"{written} frames written to {output}; run the same command again "
+                "(--overwrite starts over)",
+                exc,
             )
         _interrupted(
             f"{written} frames written to {output}; continue with the same command and "
