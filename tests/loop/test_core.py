@@ -229,6 +229,26 @@ def test_a_new_lr_takes_effect_while_the_schedule_is_clamped(factor):
     assert control.refresh(3, state, live) == got  # it stays
 
 
+@pytest.mark.parametrize("factor", [0.5, 0.1, 2.0, 3.0])
+def test_a_new_lr_moves_the_scale_only_in_its_direction_while_min_lr_holds(factor):
+    """The schedule is 1e-7, min_lr holds the LR at 1e-6: a reduce must not raise the scale
+    (it would show once the schedule rises), a boost must take effect."""
+
+    class Rising:
+        def lr(self, step):
+            return 1e-7 if step < 10 else 1e-3
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.0)
+    control, state, live = ScheduledLR(opt, Rising()), LoopState(), {"min_lr": 1e-6}
+    assert control.refresh(1, state, live) == [1e-6]
+    got = control.set([1e-6 * factor], step=2, state=state, live=live)
+    if factor < 1:
+        assert state.lr_scale <= factor and got == [1e-6]  # still held at min_lr
+        assert control.refresh(10, state, live)[0] <= 1e-3 * factor
+    else:
+        assert got == [pytest.approx(1e-6 * factor)] and state.lr_scale >= 1.0
+
+
 def test_a_plateau_decision_sets_the_optimizer_lr_through_the_control(tmp_path):
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2.0**-10)
     tracker = PlateauTracker(patience=5, cooldown=0, warmup=0)

@@ -159,9 +159,14 @@ class ScheduledLR:
     def set(
         self, new: Sequence[float], step: int, state: LoopState, live: Mapping[str, Any]
     ) -> list[float]:
-        base = float(self.schedule.lr(step))
-        if base > 0:  # the scale that gives ``new`` (not a ratio to a clamped LR)
-            state.lr_scale = float(new[0]) / base
+        base, target = float(self.schedule.lr(step)), float(new[0])
+        if base > 0 and self._lr > 0 and target != self._lr:
+            # The policy scaled the LR it saw (clamped); the scale it meant is the larger
+            # change of the two readings, in the policy's direction: a reduce while max_lr
+            # clamps still lowers the LR, and one while min_lr holds it up never raises it.
+            by_ratio, by_target = state.lr_scale * target / self._lr, target / base
+            pick = min if target < self._lr else max
+            state.lr_scale = pick(by_ratio, by_target)
         return self.refresh(step, state, live)
 
     def refresh(self, step: int, state: LoopState, live: Mapping[str, Any]) -> list[float]:

@@ -22,8 +22,9 @@ class LoopState:
 
     Attributes:
         step: The last optimizer step the loop finished (the caller's count).
-        lr_scale: The product of every factor the LR policy applied; the scheduled LR of the
-            reference recipe is multiplied by it.
+        lr_scale: What the LR policy's changes made of the schedule: the scheduled LR of
+            the reference recipe is multiplied by it (a reduce never raises it, a boost never
+            lowers it, whatever ``min_lr``/``max_lr`` clamp).
         best_quality: The best validation quality so far (``None`` before a finite one).
         pending_quality: The quality of the last validation, for the plateau tracker at the
             next log interval (``None`` once used).
