@@ -13,10 +13,23 @@ import vsrkit
 
 MODULES = sorted(m.name for m in pkgutil.walk_packages(vsrkit.__path__, "vsrkit."))
 OPTIONAL = {"lightning", "accelerate", "av"}  # extras: a module that needs one may skip
-#: modules whose public classes and functions carry examples: a run that finds none fails
+#: every module that has examples today: a change that loses a module's examples fails
 WITH_EXAMPLES = frozenset(
     {
+        "vsrkit._atomic",
+        "vsrkit._deprecated",
+        "vsrkit._lazy",
+        "vsrkit._safe_load",
+        "vsrkit._state",
+        "vsrkit._system",
+        "vsrkit._terms",
         "vsrkit._text",
+        "vsrkit.adaptive.clip",
+        "vsrkit.adaptive.gradients",
+        "vsrkit.adaptive.loss_weights",
+        "vsrkit.adaptive.lr",
+        "vsrkit.adaptive.plateau",
+        "vsrkit.adaptive.warmup",
         "vsrkit.checkpoint",
         "vsrkit.checkpoint.manager",
         "vsrkit.checkpoint.mirror",
@@ -32,7 +45,26 @@ WITH_EXAMPLES = frozenset(
         "vsrkit.config.manager",
         "vsrkit.config.schema",
         "vsrkit.config.watch",
+        "vsrkit.errors",
+        "vsrkit.infer",
+        "vsrkit.infer.allocator",
+        "vsrkit.infer.frames",
+        "vsrkit.infer.loading",
+        "vsrkit.infer.scoring",
+        "vsrkit.infer.store",
+        "vsrkit.infer.stream",
+        "vsrkit.infer.tiles",
+        "vsrkit.integrations._hooks",
+        "vsrkit.integrations._optional",
+        "vsrkit.integrations.accelerate",
+        "vsrkit.integrations.lightning",
+        "vsrkit.loop",
+        "vsrkit.loop.core",
+        "vsrkit.loop.dist",
+        "vsrkit.loop.lr",
+        "vsrkit.loop.routes",
         "vsrkit.loop.signals",
+        "vsrkit.loop.state",
         "vsrkit.monitor",
         "vsrkit.monitor.actions",
         "vsrkit.monitor.runfolder",
@@ -55,6 +87,16 @@ WITH_EXAMPLES = frozenset(
         "vsrkit.train.state",
         "vsrkit.train.telemetry",
         "vsrkit.train.threads",
+        "vsrkit.vsr",
+        "vsrkit.vsr.activity",
+        "vsrkit.vsr.flow",
+        "vsrkit.vsr.folders",
+        "vsrkit.vsr.losses",
+        "vsrkit.vsr.metrics",
+        "vsrkit.vsr.model",
+        "vsrkit.vsr.pretrained",
+        "vsrkit.vsr.synthetic",
+        "vsrkit.vsr.textures",
     }
 )
 
