@@ -356,7 +356,27 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4000, help="steps per curve")
     ap.add_argument("--patience", type=int, default=100)
     ap.add_argument("--family", action="append", help="only these families (repeatable)")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a PlateauTracker setting instead of its default, e.g. cooldown=250 (repeatable)",
+    )
     args = ap.parse_args()
+    settings: dict[str, Any] = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        try:
+            settings[key.strip()] = float(value) if "." in value or "e" in value else int(value)
+        except ValueError:
+            ap.error(f"--set {item!r}: expected KEY=NUMBER")
+        if not sep:
+            ap.error(f"--set {item!r}: expected KEY=NUMBER")
+    try:
+        PlateauTracker(patience=args.patience, **settings)
+    except (TypeError, ValueError) as exc:
+        ap.error(f"--set: {exc}")
     n, p = args.steps, args.patience
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     fams = families(n, p)
@@ -368,7 +388,7 @@ def main() -> None:
     print(
         f"seeds {seeds.start}-{seeds.stop - 1} per family ({held_out}; defaults tuned on "
         f"seeds < 1000), {n} steps per curve, patience={p}; tracker and ReduceLROnPlateau "
-        "at their defaults"
+        "at their defaults" + (f", except tracker {settings}" if settings else "")
     )
     header = (
         f"{'family':<13} {'detector':<8} {'false/1k':>8} {'false':>6} {'med delay':>9} "
@@ -377,7 +397,11 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     timing: dict[str, list[float]] = {}
-    detectors = {"tracker": run_tracker, "torch": run_torch}
+
+    def tracker(curve: Curve, patience: int) -> tuple[list[int], float]:
+        return run_tracker(curve, patience, lambda **kw: PlateauTracker(**kw, **settings))
+
+    detectors = {"tracker": tracker, "torch": run_torch}
     names = list(fams)
     results = {}
     for name in chosen:
