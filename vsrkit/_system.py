@@ -21,13 +21,7 @@ def process_rss_gib() -> float | None:
         return pages * os.sysconf("SC_PAGE_SIZE") / 2**30
     except (OSError, ValueError, IndexError, AttributeError):
         pass
-    try:
-        import resource
-
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, B on macOS
-        return peak / (2**30 if sys.platform == "darwin" else 2**20)
-    except (ImportError, OSError):
-        return None
+    return _ru_maxrss_gib()
 
 
 def peak_rss_gib() -> float | None:
@@ -35,7 +29,8 @@ def peak_rss_gib() -> float | None:
     which may count a parent's memory across fork and exec), or None.
 
     Example:
-        >>> peak_rss_gib() >= process_rss_gib() > 0
+        >>> now = process_rss_gib()  # read first: the peak read after it includes it
+        >>> peak_rss_gib() >= now > 0
         True
     """
     try:
@@ -45,6 +40,11 @@ def peak_rss_gib() -> float | None:
                     return int(line.split()[1]) / 2**20  # kB
     except (OSError, ValueError, IndexError):
         pass
+    return _ru_maxrss_gib()
+
+
+def _ru_maxrss_gib() -> float | None:
+    """``getrusage``'s peak RSS in GiB (where ``/proc`` is missing), or None."""
     try:
         import resource
 
