@@ -19,7 +19,7 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -30,6 +30,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "fsync_dir",
+    "remove_empty_folders",
     "remove_temp_files",
 ]
 
@@ -66,6 +67,24 @@ def remove_temp_files(
         except OSError as exc:
             logger.warning("could not remove %s: %s", p, exc)
     return removed
+
+
+def remove_empty_folders(folders: Iterable[str | os.PathLike[str]]) -> None:
+    """Remove each of ``folders`` (give the deepest first) that is an empty folder: those a
+    run made and then failed before writing into them. Anything else stays.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> (d / "a" / "b").mkdir(parents=True)
+        >>> _ = (d / "kept").mkdir(), (d / "kept" / "f").write_text("x")
+        >>> remove_empty_folders([d / "a" / "b", d / "a", d / "kept"])
+        >>> sorted(p.name for p in d.iterdir())
+        ['kept']
+    """
+    for folder in folders:
+        with contextlib.suppress(OSError):  # not empty, gone, or not a folder
+            Path(folder).rmdir()
 
 
 def _create_temp(target: Path, mode: int) -> tuple[int, Path]:

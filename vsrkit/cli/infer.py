@@ -584,13 +584,6 @@ def _make_folder(folder: Path, created: list[Path]) -> None:
     created.extend(reversed(missing))
 
 
-def _remove_empty(created: list[Path]) -> None:
-    """Remove the folders this run made that are still empty (a run that failed early)."""
-    for folder in reversed(created):
-        with contextlib.suppress(OSError):
-            folder.rmdir()
-
-
 def _open_input(folder: Path) -> Any:
     from vsrkit.infer import FrameFolder
 
@@ -642,6 +635,7 @@ def upscale(
       vsrkit upscale runs/quick frames/ out/ --skip-existing     # continue
       vsrkit upscale --weights BasicVSR_REDS4.pth input.mp4 output.mp4
     """
+    from vsrkit._atomic import fsync_dir, remove_empty_folders
     from vsrkit.infer import tune_cpu_allocator
     from vsrkit.infer.frames import find_clips
     from vsrkit.infer.video import VIDEO_EXTENSIONS, VideoReader, is_video_path
@@ -804,25 +798,23 @@ def upscale(
                         stale.unlink()
             skipped += len(done)
             spilled = max(spilled, upscaler.stats.spill_bytes)
-            from vsrkit._atomic import fsync_dir
-
             fsync_dir(folder)
     except click.ClickException:
         progress.done()
-        _remove_empty(created)
+        remove_empty_folders(reversed(created))
         raise
     except VsrkitError as exc:
         progress.done()
-        _remove_empty(created)
+        remove_empty_folders(reversed(created))
         raise click.ClickException(str(exc)) from exc
     except OSError as exc:  # a folder that cannot be made, a full disk
         progress.done()
-        _remove_empty(created)
+        remove_empty_folders(reversed(created))
         where = exc.filename or output
         raise click.ClickException(f"cannot write {where}: {exc.strerror or exc}") from exc
     except KeyboardInterrupt as exc:
         progress.done()
-        _remove_empty(created)
+        remove_empty_folders(reversed(created))
         if to_video:
             _interrupted(
                 f"{written} frames encoded; no video written (nothing is left half-done)", exc

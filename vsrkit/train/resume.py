@@ -22,7 +22,7 @@ from typing import Any
 
 import platformdirs
 
-from vsrkit._atomic import atomic_write_json
+from vsrkit._atomic import atomic_write_json, remove_empty_folders
 from vsrkit.checkpoint import (
     CheckpointError,
     CheckpointManager,
@@ -453,6 +453,4 @@ def undo_new_folders(
         ckpts.close()
     for h in handlers:  # closed before the folders are looked at
         h.close()
-    for path in new_dirs:
-        if path.is_dir() and not any(path.iterdir()):
-            path.rmdir()
+    remove_empty_folders(new_dirs)
